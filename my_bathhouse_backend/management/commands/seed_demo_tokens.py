@@ -1,0 +1,126 @@
+"""Fill the token tables with realistic demo data: real signed simplejwt refresh tokens."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, transaction
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.utils import datetime_from_epoch
+
+from tokenops.durations import parse_duration
+from tokenops.errors import TokenopsError
+
+CHUNK = 5000
+
+
+class Command(BaseCommand):
+    help = (
+        "Create demo users and real simplejwt refresh tokens issued over the last --days, "
+        "with --lifetime each, a share of them blacklisted (bulk inserts)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--count", type=int, default=1000, help="Tokens to create.")
+        parser.add_argument(
+            "--users", type=int, default=1000, help="Demo users to spread them over."
+        )
+        parser.add_argument(
+            "--days", type=float, default=60.0, help="Issue tokens over this many past days."
+        )
+        parser.add_argument("--lifetime", default="7d", help="Lifetime of each token (default 7d).")
+        parser.add_argument(
+            "--blacklisted", type=float, default=0.3, help="Share blacklisted (0..1)."
+        )
+        parser.add_argument(
+            "--seed", type=int, default=1, help="Random seed (same seed, same data)."
+        )
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
+
+    def handle(
+        self,
+        *,
+        count: int,
+        users: int,
+        days: float,
+        lifetime: str,
+        blacklisted: float,
+        seed: int,
+        database: str,
+        verbosity: int,
+        **options: Any,
+    ) -> None:
+        if count < 0 or users < 1 or days < 0 or not 0 <= blacklisted <= 1:
+            raise CommandError(
+                "--count >= 0, --users >= 1, --days >= 0 and 0 <= --blacklisted <= 1."
+            )
+        try:
+            life = parse_duration(lifetime)
+        except TokenopsError as exc:
+            raise CommandError(str(exc)) from exc
+        started = time.monotonic()
+        rng = random.Random(seed)
+        user_ids = self.ensure_users(users, database)
+        made = black = 0
+        now = datetime.now(timezone.utc)
+        while made < count:
+            size = min(CHUNK, count - made)
+            rows = [self.make_row(rng, rng.choice(user_ids), now, days, life) for _ in range(size)]
+            with transaction.atomic(using=database):
+                created = OutstandingToken.objects.using(database).bulk_create(rows)
+                if created and created[0].pk is None:
+                    by_jti = dict(
+                        OutstandingToken.objects.using(database)
+                        .filter(jti__in=[r.jti for r in rows])
+                        .values_list("jti", "pk")
+                    )
+                    for row in created:
+                        row.pk = by_jti[row.jti]
+                chosen = [
+                    BlacklistedToken(token_id=r.pk) for r in created if rng.random() < blacklisted
+                ]
+                BlacklistedToken.objects.using(database).bulk_create(chosen)
+            made += size
+            black += len(chosen)
+        if verbosity:
+            self.stdout.write(
+                f"Created {made} tokens ({black} blacklisted) for {len(user_ids)} users "
+                f"in {time.monotonic() - started:.1f} s."
+            )
+
+    def ensure_users(self, users: int, database: str) -> list[Any]:
+        user_model = get_user_model()
+        manager = user_model._default_manager.db_manager(database)
+        names = [f"demo{index:05d}" for index in range(users)]
+        existing = set(manager.filter(username__in=names).values_list("username", flat=True))
+        password = make_password(None)
+        manager.bulk_create(
+            [user_model(username=name, password=password) for name in names if name not in existing]
+        )
+        return list(manager.filter(username__in=names).values_list("pk", flat=True))
+
+    def make_row(
+        self, rng: random.Random, user_id: Any, now: datetime, days: float, life: timedelta
+    ) -> OutstandingToken:
+        issued = now - timedelta(seconds=rng.uniform(0, days * 86400))
+        token = RefreshToken()
+        token.set_exp(from_time=issued, lifetime=life)
+        token.payload["iat"] = int(issued.timestamp())
+        token.payload[api_settings.JTI_CLAIM] = uuid.UUID(int=rng.getrandbits(128), version=4).hex
+        token.payload[api_settings.USER_ID_CLAIM] = str(user_id)
+        return OutstandingToken(
+            user_id=user_id,
+            jti=token.payload[api_settings.JTI_CLAIM],
+            token=str(token),
+            created_at=datetime_from_epoch(token.payload["iat"]),
+            expires_at=datetime_from_epoch(token.payload["exp"]),
+        )

@@ -1,0 +1,59 @@
+"""The ``TOKENOPS`` settings dict, with its documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # How long past its safe expiry a token row is kept (a duration such as "7d").
+    "OLDER_THAN": "0d",
+    # Fixed rows per purge batch; None sizes batches by time (BATCH_SECONDS).
+    "BATCH_SIZE": None,
+    # Target length of one purge transaction, in seconds, when BATCH_SIZE is None.
+    "BATCH_SECONDS": 0.25,
+    # "auto": widen the cutoff by the sliding refresh window when AUTH_TOKEN_CLASSES
+    # holds a SlidingToken; True/False force it on or off.
+    "SLIDING_TOKENS": "auto",
+    # How many users token_report lists by outstanding tokens.
+    "REPORT_TOP": 10,
+}
+
+
+@dataclass(frozen=True)
+class TokenopsSettings:
+    older_than: str
+    batch_size: int | None
+    batch_seconds: float
+    sliding_tokens: str | bool
+    report_top: int
+
+
+def get_settings() -> TokenopsSettings:
+    """Read ``settings.TOKENOPS`` afresh (so ``override_settings`` works)."""
+    user: dict[str, Any] = getattr(settings, "TOKENOPS", {}) or {}
+    unknown = set(user) - set(DEFAULTS)
+    if unknown:
+        from .errors import TokenopsError
+
+        raise TokenopsError(f"Unknown TOKENOPS setting(s): {', '.join(sorted(unknown))}")
+    merged = {**DEFAULTS, **user}
+    return TokenopsSettings(
+        older_than=str(merged["OLDER_THAN"]),
+        batch_size=merged["BATCH_SIZE"],
+        batch_seconds=float(merged["BATCH_SECONDS"]),
+        sliding_tokens=merged["SLIDING_TOKENS"],
+        report_top=int(merged["REPORT_TOP"]),
+    )
+
+
+def as_timedelta(value: float | timedelta | None) -> timedelta:
+    """LEEWAY may be seconds (int/float) or a timedelta, as in simplejwt's TokenBackend."""
+    if value is None:
+        return timedelta(0)
+    if isinstance(value, timedelta):
+        return value
+    return timedelta(seconds=value)

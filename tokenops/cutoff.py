@@ -1,0 +1,93 @@
+"""The safe cutoff: the newest ``expires_at`` that no setting of the project can still accept.
+
+simplejwt rejects a token only when ``exp <= now - LEEWAY``, and a refreshed sliding
+token keeps its ``jti`` (so its blacklist row) while its real expiry moves forward; the
+row keeps the first expiry. A row is purgeable when ``expires_at <= cutoff``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.tokens import SlidingToken
+
+from .app_settings import as_timedelta, get_settings
+
+OLDER_THAN = "older-than"
+LEEWAY = "LEEWAY"
+SLIDING = "sliding window"
+
+
+@dataclass(frozen=True)
+class Cutoff:
+    """When the cutoff was taken, the margin behind it, and which setting set the margin."""
+
+    now: datetime
+    older_than: timedelta
+    leeway: timedelta
+    sliding_window: timedelta | None
+    margin: timedelta
+    reason: str
+
+    @property
+    def moment(self) -> datetime:
+        """The cutoff as an aware UTC datetime."""
+        return self.now - self.margin
+
+    def db_value(self, moment: datetime | None = None) -> datetime:
+        """A value comparable with ``expires_at`` as simplejwt stores it.
+
+        simplejwt writes naive UTC when ``USE_TZ = False`` (not local time), so the
+        value is always UTC, naive or aware as the setting asks.
+        """
+        value = self.moment if moment is None else moment
+        return value if settings.USE_TZ else value.replace(tzinfo=None)
+
+    def db_now(self) -> datetime:
+        return self.db_value(self.now)
+
+
+def sliding_tokens_in_use() -> bool:
+    """True when TOKENOPS says so, or (``"auto"``) when a SlidingToken can authenticate."""
+    configured = get_settings().sliding_tokens
+    if configured != "auto":
+        return bool(configured)
+    for path in api_settings.AUTH_TOKEN_CLASSES:
+        token_class = import_string(path) if isinstance(path, str) else path
+        if isinstance(token_class, type) and issubclass(token_class, SlidingToken):
+            return True
+    return False
+
+
+def sliding_window(leeway: timedelta) -> timedelta:
+    """How long after its first expiry a sliding token can still be accepted.
+
+    A refresh is allowed until ``refresh_exp + leeway`` and gives ``exp = now +
+    SLIDING_TOKEN_LIFETIME``, accepted until ``exp + leeway``. With ``refresh_exp =
+    created + SLIDING_TOKEN_REFRESH_LIFETIME`` and the row's ``expires_at = created +
+    SLIDING_TOKEN_LIFETIME``, that is ``expires_at + REFRESH_LIFETIME + 2 * leeway``.
+    """
+    return as_timedelta(api_settings.SLIDING_TOKEN_REFRESH_LIFETIME) + 2 * leeway
+
+
+def safe_cutoff(older_than: timedelta, now: datetime | None = None) -> Cutoff:
+    """Rows that expired more than ``max(older_than, LEEWAY, sliding window)`` ago."""
+    now = now or datetime.now(timezone.utc)
+    leeway = as_timedelta(api_settings.LEEWAY)
+    window = sliding_window(leeway) if sliding_tokens_in_use() else None
+    candidates = [(older_than, OLDER_THAN), (leeway, LEEWAY)]
+    if window is not None:
+        candidates.append((window, SLIDING))
+    margin, reason = max(candidates, key=lambda item: item[0])
+    return Cutoff(
+        now=now,
+        older_than=older_than,
+        leeway=leeway,
+        sliding_window=window,
+        margin=margin,
+        reason=reason,
+    )

@@ -1,0 +1,107 @@
+"""What every tokenops command shares: one-line errors, safe output, common options."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, DatabaseError
+
+from ..app_settings import get_settings
+from ..checks import first_line
+from ..durations import EXAMPLES, parse_duration
+from ..errors import TokenopsError
+from ..output import make_streams_safe
+
+USAGE_ERROR = 2
+
+
+class OneLineParser(CommandParser):
+    """CommandParser prints the whole usage before an error; a scheduler log wants one line."""
+
+    def error(self, message: str) -> Any:
+        if self.called_from_command_line:
+            self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+        raise CommandError(f"Error: {message}", returncode=USAGE_ERROR)
+
+
+def duration_arg(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except TokenopsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
+    return value
+
+
+class TokenopsCommand(BaseCommand):
+    # ensure_ready() explains a missing app or table in one line; Django's system
+    # check framework would print a multi-line block instead.
+    requires_system_checks: list[str] = []
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.__class__ = OneLineParser
+        return parser
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        make_streams_safe()
+        super().run_from_argv(argv)
+
+    def add_database_argument(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            help='Database alias to work on (default: "%(default)s").',
+        )
+
+    def add_older_than_argument(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--older-than",
+            type=duration_arg,
+            metavar="DURATION",
+            help=(
+                "Keep tokens until they have been expired this long, for example "
+                f"{EXAMPLES} (default: TOKENOPS['OLDER_THAN'], itself 0). LEEWAY and the "
+                "sliding refresh window are always respected on top of it."
+            ),
+        )
+
+    def older_than_or_default(self, value: timedelta | None) -> timedelta:
+        if value is not None:
+            return value
+        configured = get_settings().older_than
+        try:
+            return parse_duration(configured)
+        except TokenopsError as exc:
+            raise TokenopsError(f"TOKENOPS['OLDER_THAN']: {exc}") from exc
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        make_streams_safe()
+        try:
+            return super().execute(*args, **options)
+        except TokenopsError as exc:
+            raise CommandError(str(exc)) from exc
+        except DatabaseError as exc:
+            alias = options.get("database", DEFAULT_DB_ALIAS)
+            raise CommandError(f"Database error on {alias!r}: {first_line(exc)}") from exc

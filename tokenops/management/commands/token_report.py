@@ -1,0 +1,42 @@
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from ...app_settings import get_settings
+from ...rendering import render_report
+from ...reporting import build_report
+from ..base import TokenopsCommand, count_arg
+
+
+class Command(TokenopsCommand):
+    help = (
+        "Show how many simplejwt tokens are outstanding, blacklisted, expired and safe to "
+        "purge, by age and by user. Reads only; counts run in the database."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        self.add_older_than_argument(parser)
+        parser.add_argument(
+            "--top",
+            type=count_arg,
+            metavar="N",
+            help="List the N users with the most outstanding tokens "
+            "(default: TOKENOPS['REPORT_TOP'], itself 10; 0 hides the list).",
+        )
+        parser.add_argument(
+            "--format",
+            choices=["table", "json", "csv"],
+            default="table",
+            help="Output format (default: table).",
+        )
+        self.add_database_argument(parser)
+
+    def handle(
+        self, *, older_than: Any, top: int | None, format: str, database: str, **options: Any
+    ) -> None:
+        report = build_report(
+            database,
+            self.older_than_or_default(older_than),
+            get_settings().report_top if top is None else top,
+        )
+        self.stdout.write(render_report(report, format))

@@ -1,0 +1,202 @@
+"""Turn reports and purge results into text: tables (tabulate), JSON and CSV.
+
+Only ASCII punctuation is used in tables, so output survives any Windows console code
+page; JSON escapes non-ASCII for the same reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Any
+
+from tabulate import tabulate
+
+from .counting import AGE_BUCKETS, TableCounts, TokenCounts
+from .cutoff import OLDER_THAN, Cutoff
+from .durations import format_duration
+from .purging import PurgeResult
+from .reporting import Report
+
+TABLE_FORMAT = "simple"
+KINDS = ("outstanding", "blacklisted")
+
+
+def when(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def cutoff_line(cutoff: Cutoff) -> str:
+    detail = [f"older-than {format_duration(cutoff.older_than)}"]
+    detail.append(f"LEEWAY {format_duration(cutoff.leeway)}")
+    if cutoff.sliding_window is not None:
+        detail.append(f"sliding window {format_duration(cutoff.sliding_window)}")
+    setter = "--older-than" if cutoff.reason == OLDER_THAN else cutoff.reason
+    return (
+        f"Cutoff: tokens that expired at or before {when(cutoff.moment)} are purgeable "
+        f"(set by {setter}; {', '.join(detail)})."
+    )
+
+
+def cutoff_dict(cutoff: Cutoff) -> dict[str, Any]:
+    return {
+        "cutoff": cutoff.moment.isoformat(),
+        "cutoff_reason": cutoff.reason,
+        "older_than_seconds": int(cutoff.older_than.total_seconds()),
+        "leeway_seconds": cutoff.leeway.total_seconds(),
+        "sliding_window_seconds": (
+            None if cutoff.sliding_window is None else cutoff.sliding_window.total_seconds()
+        ),
+    }
+
+
+def table_counts_dict(counts: TableCounts) -> dict[str, int]:
+    return {
+        "total": counts.total,
+        "active": counts.active,
+        "expired": counts.expired,
+        "purgeable": counts.purgeable,
+    }
+
+
+def _summary_rows(counts: TokenCounts) -> list[list[Any]]:
+    return [
+        [kind, c.total, c.active, c.expired, c.purgeable]
+        for kind, c in zip(KINDS, (counts.outstanding, counts.blacklisted), strict=True)
+    ]
+
+
+SUMMARY_HEADERS = ["tokens", "total", "active", "expired", "purgeable"]
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    counts = report.counts
+    return {
+        "database": report.database,
+        "generated_at": report.cutoff.now.isoformat(),
+        **cutoff_dict(report.cutoff),
+        "outstanding": table_counts_dict(counts.outstanding),
+        "blacklisted": table_counts_dict(counts.blacklisted),
+        "expired_by_age": [
+            {
+                "age": label,
+                "outstanding": counts.outstanding.expired_by_age[index],
+                "blacklisted": counts.blacklisted.expired_by_age[index],
+            }
+            for index, (label, _low, _high) in enumerate(AGE_BUCKETS)
+        ],
+        "top_users": [
+            {"user_id": user.user_id, "username": user.username, "tokens": user.tokens}
+            for user in report.top_users
+        ],
+    }
+
+
+def user_label(username: str | None) -> str:
+    return "(deleted user)" if username is None else username
+
+
+def render_report(report: Report, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(report_dict(report), indent=2, default=str)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(SUMMARY_HEADERS)
+        writer.writerows(_summary_rows(report.counts))
+        return buffer.getvalue().rstrip("\n")
+    counts = report.counts
+    parts = [
+        f"Token report for database '{report.database}' at {when(report.cutoff.now)}",
+        cutoff_line(report.cutoff),
+        "",
+        tabulate(_summary_rows(counts), headers=SUMMARY_HEADERS, tablefmt=TABLE_FORMAT),
+        "",
+        "Expired tokens by time since expiry",
+        tabulate(
+            [
+                [label, counts.outstanding.expired_by_age[i], counts.blacklisted.expired_by_age[i]]
+                for i, (label, _low, _high) in enumerate(AGE_BUCKETS)
+            ],
+            headers=["expired", "outstanding", "blacklisted"],
+            tablefmt=TABLE_FORMAT,
+        ),
+    ]
+    if report.top_users:
+        parts += [
+            "",
+            f"Top {len(report.top_users)} users by outstanding tokens",
+            tabulate(
+                [[user_label(u.username), u.tokens] for u in report.top_users],
+                headers=["user", "tokens"],
+                tablefmt=TABLE_FORMAT,
+            ),
+        ]
+    return "\n".join(parts)
+
+
+def purge_dict(result: PurgeResult) -> dict[str, Any]:
+    def pair(counts: TokenCounts, attr: str) -> dict[str, int]:
+        return {kind: getattr(getattr(counts, kind), attr) for kind in KINDS}
+
+    return {
+        "dry_run": result.dry_run,
+        "database": result.database,
+        **cutoff_dict(result.cutoff),
+        "before": pair(result.before, "total"),
+        "purgeable": pair(result.before, "purgeable"),
+        "deleted": {
+            "outstanding": result.deleted.outstanding,
+            "blacklisted": result.deleted.blacklisted,
+        },
+        "after": pair(result.after, "total"),
+        "batches": result.stats.batches,
+        "longest_transaction_seconds": round(result.stats.longest_transaction, 4),
+        "seconds": round(result.seconds, 4),
+    }
+
+
+def purge_headline(result: PurgeResult) -> str:
+    before = result.before
+    if result.dry_run:
+        return (
+            f"Dry run: nothing was deleted. Would delete {before.outstanding.purgeable} "
+            f"outstanding and {before.blacklisted.purgeable} blacklisted tokens "
+            f"from database '{result.database}'."
+        )
+    return (
+        f"Deleted {result.deleted.outstanding} outstanding and {result.deleted.blacklisted} "
+        f"blacklisted tokens from database '{result.database}' in {result.seconds:.2f} s "
+        f"({result.stats.batches} batches, longest transaction "
+        f"{result.stats.longest_transaction:.2f} s)."
+    )
+
+
+def render_purge(result: PurgeResult, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(purge_dict(result), indent=2)
+    data = purge_dict(result)
+    rows = [
+        [
+            kind,
+            data["before"][kind],
+            data["purgeable"][kind],
+            data["deleted"][kind],
+            data["after"][kind],
+        ]
+        for kind in KINDS
+    ]
+    return "\n".join(
+        [
+            purge_headline(result),
+            cutoff_line(result.cutoff),
+            "",
+            tabulate(
+                rows,
+                headers=["tokens", "before", "purgeable", "deleted", "after"],
+                tablefmt=TABLE_FORMAT,
+            ),
+        ]
+    )
