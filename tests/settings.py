@@ -36,6 +36,11 @@ elif TEST_DB in SERVERS:
 else:
     raise RuntimeError(f"TOKENOPS_TEST_DB={TEST_DB!r}: use sqlite, postgres or mysql")
 
+# Parallel runs against one server need distinct test databases.
+SUFFIX = os.environ.get("TOKENOPS_TEST_DB_SUFFIX", "")
+if TEST_DB in SERVERS or os.environ.get("DATABASE_URL"):
+    default.setdefault("TEST", {})["NAME"] = f"test_tokenops{SUFFIX}"
+
 if default["ENGINE"].endswith("mysql"):
     default.setdefault("OPTIONS", {})["charset"] = "utf8mb4"
     default.setdefault("TEST", {})["CHARSET"] = "utf8mb4"
