@@ -66,8 +66,8 @@ def make_tokens(db: None) -> Callable[..., list[OutstandingToken]]:
         using: str = "default",
     ) -> list[OutstandingToken]:
         if user is None:
-            user, _ = get_user_model()._default_manager.db_manager(using).get_or_create(
-                username="alice"
+            user, _ = (
+                get_user_model()._default_manager.db_manager(using).get_or_create(username="alice")
             )
         rows = []
         for expires in expiries:
@@ -89,7 +89,9 @@ def make_tokens(db: None) -> Callable[..., list[OutstandingToken]]:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_manage(*args: str, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.CompletedProcess:
+def run_manage(
+    *args: str, env: dict[str, str] | None = None, **kwargs: object
+) -> subprocess.CompletedProcess:
     """Run ``python manage.py <args>`` as a real process, like a user or a scheduler does."""
     full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "my_bathhouse_backend.settings"}
     full_env.update(env or {})

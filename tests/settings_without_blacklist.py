@@ -3,4 +3,6 @@
 from tests.settings import *  # noqa: F403
 from tests.settings import INSTALLED_APPS
 
-INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "rest_framework_simplejwt.token_blacklist"]
+INSTALLED_APPS = [
+    app for app in INSTALLED_APPS if app != "rest_framework_simplejwt.token_blacklist"
+]

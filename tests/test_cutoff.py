@@ -36,8 +36,9 @@ def test_sliding_tokens_widen_the_cutoff_by_the_refresh_window():
 
 @pytest.mark.parametrize(("setting", "expected"), [("auto", None), (True, SLIDING), (False, None)])
 def test_sliding_setting_forces_the_window(setting, expected):
-    with jwt(SLIDING_TOKEN_REFRESH_LIFETIME=timedelta(days=2)), override_settings(
-        TOKENOPS={"SLIDING_TOKENS": setting}
+    with (
+        jwt(SLIDING_TOKEN_REFRESH_LIFETIME=timedelta(days=2)),
+        override_settings(TOKENOPS={"SLIDING_TOKENS": setting}),
     ):
         cutoff = safe_cutoff(timedelta(0), now=NOW)
     assert (cutoff.sliding_window is not None) == (expected is not None)

@@ -31,15 +31,17 @@ def test_report_table_degrades_unencodable_names(database, encoding):
     assert (done.returncode, done.stderr) == (0, b"")
     text = done.stdout.decode(encoding)
     expected = NAME.encode(encoding, "replace").decode(encoding)
-    assert any(
-        line.startswith(expected) and line.endswith(" 3") for line in text.splitlines()
-    ), text
+    assert any(line.startswith(expected) and line.endswith(" 3") for line in text.splitlines()), (
+        text
+    )
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_json_stays_exact_on_any_code_page(database, encoding):
     done = run_manage(
-        "token_report", "--format", "json",
+        "token_report",
+        "--format",
+        "json",
         env={"DATABASE_URL": database, "PYTHONIOENCODING": encoding},
     )
     assert done.returncode == 0
@@ -49,7 +51,9 @@ def test_json_stays_exact_on_any_code_page(database, encoding):
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_errors_with_unencodable_input_are_still_one_line(database, encoding):
     done = run_manage(
-        "token_purge", "--older-than", "7д😀",
+        "token_purge",
+        "--older-than",
+        "7д😀",
         env={"DATABASE_URL": database, "PYTHONIOENCODING": encoding},
     )
     assert done.returncode == 2

@@ -65,7 +65,10 @@ def test_bad_older_than_setting_is_explained(manage, settings):
 def test_unknown_tokenops_setting_is_named(manage, settings):
     settings.TOKENOPS = {"OLDER_THEN": "7d"}
     result = manage("token_report")
-    assert (result.code, result.err) == (1, "CommandError: Unknown TOKENOPS setting(s): OLDER_THEN\n")
+    assert (result.code, result.err) == (
+        1,
+        "CommandError: Unknown TOKENOPS setting(s): OLDER_THEN\n",
+    )
 
 
 @pytest.mark.slow
@@ -85,9 +88,7 @@ def test_unmigrated_database_says_to_migrate(tmp_path, command):
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_unreachable_database(command):
-    done = run_manage(
-        command, env={"DATABASE_URL": "postgres://nobody@127.0.0.1:9/nowhere"}
-    )
+    done = run_manage(command, env={"DATABASE_URL": "postgres://nobody@127.0.0.1:9/nowhere"})
     assert done.returncode == 1
     err = done.stderr.decode()
     assert err.startswith("CommandError: Cannot reach database 'default': ")
