@@ -54,7 +54,7 @@ class Command(BaseCommand):
         days: float,
         lifetime: str,
         blacklisted: float,
-        seed: int,
+        seed: int | None,
         database: str,
         verbosity: int,
         **options: Any,
