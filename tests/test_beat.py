@@ -1,0 +1,235 @@
+"""tokenops.beat against django-celery-beat's real tables in the test database."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, time, timezone
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+from django_celery_beat.models import (
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    PeriodicTasks,
+)
+
+from my_bathhouse_backend import settings as example_settings
+from tokenops import beat
+from tokenops.errors import TokenopsError
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NAME = "tokenops: purge expired tokens"
+
+
+def install(**options):
+    defaults = {"at": time(3, 30), "every": "day", "older_than": "7d"}
+    return beat.install_periodic_task(**{**defaults, **options})
+
+
+def the_task() -> PeriodicTask:
+    return PeriodicTask.objects.select_related("crontab").get(name=NAME)
+
+
+def test_install_creates_one_daily_task_in_the_project_time_zone():
+    with override_settings(TIME_ZONE="Europe/Moscow"):
+        result = install(at=time(3, 30), every="day", older_than="7d")
+
+    assert result.action == beat.CREATED
+    assert result.name == NAME
+    assert result.task == "tokenops.tasks.purge_expired_tokens"
+    assert result.schedule.crontab == "30 3 * * *"
+    assert result.schedule.describe() == "every day at 03:30 (Europe/Moscow)"
+    assert result.kwargs == {"older_than": "7d", "database": "default"}
+    assert result.database == "default"
+    assert result.others == ()
+    task = the_task()
+    assert task.task == "tokenops.tasks.purge_expired_tokens"
+    assert json.loads(task.kwargs) == {"older_than": "7d", "database": "default"}
+    assert task.args == "[]"
+    assert task.enabled and not task.one_off
+    assert task.interval is None and task.solar is None and task.clocked is None
+    crontab = task.crontab
+    assert (crontab.minute, crontab.hour, crontab.day_of_week) == ("30", "3", "*")
+    assert (crontab.day_of_month, crontab.month_of_year) == ("*", "*")
+    assert str(crontab.timezone) == "Europe/Moscow"
+
+
+def test_weekly_means_sunday_for_celery_too():
+    result = install(at=time(4, 5), every="week")
+
+    assert result.schedule.crontab == "5 4 * * 0"
+    assert result.schedule.describe() == "every Sunday at 04:05 (UTC)"
+    schedule = the_task().crontab.schedule
+    monday = datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc)
+    schedule.nowfun = lambda: monday
+    next_run = monday + schedule.remaining_estimate(monday)
+    assert next_run == datetime(2024, 1, 7, 4, 5, tzinfo=timezone.utc)
+    assert next_run.strftime("%A") == "Sunday"
+
+
+def test_install_twice_leaves_one_task_and_writes_nothing():
+    install()
+    first = the_task()
+    changed_at = PeriodicTasks.last_change()
+
+    again = install()
+
+    assert again.action == beat.UNCHANGED
+    assert again.changed == ()
+    assert PeriodicTask.objects.count() == 1
+    assert CrontabSchedule.objects.count() == 1
+    second = the_task()
+    assert second.date_changed == first.date_changed
+    assert second.crontab_id == first.crontab_id
+    assert PeriodicTasks.last_change() == changed_at
+
+
+def test_kwargs_reformatted_in_the_admin_still_count_as_unchanged():
+    install(older_than="7D")
+    PeriodicTask.objects.filter(name=NAME).update(
+        kwargs='{ "database" : "default",\n  "older_than": "7d" }'
+    )
+
+    assert install(older_than="7d").action == beat.UNCHANGED
+
+
+def test_other_options_update_the_same_task_and_keep_admin_settings():
+    install(at=time(3, 30))
+    task = the_task()
+    task.queue = "maintenance"
+    task.priority = 3
+    task.description = "set in the admin"
+    task.save()
+    old_crontab = task.crontab_id
+
+    result = install(at=time(2, 15), every="week", older_than="14d", database="secondary")
+
+    assert result.action == beat.UPDATED
+    assert result.changed == ("schedule", "kwargs")
+    assert PeriodicTask.objects.count() == 1
+    task = the_task()
+    assert (task.crontab.minute, task.crontab.hour, task.crontab.day_of_week) == ("15", "2", "0")
+    assert json.loads(task.kwargs) == {"older_than": "14d", "database": "secondary"}
+    assert (task.queue, task.priority, task.description) == ("maintenance", 3, "set in the admin")
+    # The old crontab row is left alone (another task may use it).
+    assert CrontabSchedule.objects.filter(pk=old_crontab).exists()
+
+
+def test_install_repairs_a_task_changed_in_the_admin():
+    install()
+    task = the_task()
+    interval = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    task.crontab = None
+    task.interval = interval
+    task.enabled = False
+    task.task = "something.else"
+    task.args = '["x"]'
+    task.save()
+
+    result = install()
+
+    assert result.action == beat.UPDATED
+    assert result.changed == ("task", "schedule", "kwargs", "enabled")
+    task = the_task()
+    assert task.interval is None
+    assert task.crontab.minute == "30"
+    assert task.enabled
+    assert task.task == "tokenops.tasks.purge_expired_tokens"
+    assert task.args == "[]"
+
+
+def test_a_crontab_shared_with_another_task_is_reused_never_edited():
+    shared = CrontabSchedule.objects.create(minute="30", hour="3", day_of_week="*", timezone="UTC")
+    PeriodicTask.objects.create(name="reports", task="app.reports", crontab=shared)
+
+    install(at=time(3, 30))
+    assert the_task().crontab_id == shared.pk
+
+    install(at=time(5, 0))
+
+    shared.refresh_from_db()
+    assert (shared.minute, shared.hour) == ("30", "3")
+    assert the_task().crontab_id != shared.pk
+
+
+def test_other_tasks_running_the_purge_are_reported():
+    crontab = CrontabSchedule.objects.create(minute="0", hour="1", timezone="UTC")
+    PeriodicTask.objects.create(
+        name="hand made purge", task="tokenops.tasks.purge_expired_tokens", crontab=crontab
+    )
+
+    assert install().others == ("hand made purge",)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"every": "month"}, "every must be 'day' or 'week', got 'month'."),
+        ({"older_than": "soon"}, "Invalid duration 'soon'"),
+    ],
+)
+def test_bad_options_raise_and_create_nothing(options, message):
+    with pytest.raises(TokenopsError, match=message):
+        install(**options)
+
+    assert not PeriodicTask.objects.exists()
+    assert not CrontabSchedule.objects.exists()
+
+
+def test_uninstall_removes_the_task_then_reports_it_absent():
+    install()
+    crontab = the_task().crontab_id
+    changed_at = PeriodicTasks.last_change()
+
+    removed = beat.uninstall_periodic_task()
+
+    assert (removed.action, removed.name) == (beat.REMOVED, NAME)
+    assert not PeriodicTask.objects.exists()
+    assert PeriodicTasks.last_change() > changed_at  # a running beat notices
+    assert CrontabSchedule.objects.filter(pk=crontab).exists()
+    assert beat.uninstall_periodic_task().action == beat.ABSENT
+
+
+def test_uninstall_leaves_other_tasks_alone():
+    crontab = CrontabSchedule.objects.create(minute="0", hour="1", timezone="UTC")
+    PeriodicTask.objects.create(
+        name="hand made purge", task="tokenops.tasks.purge_expired_tokens", crontab=crontab
+    )
+    install()
+
+    beat.uninstall_periodic_task()
+
+    assert list(PeriodicTask.objects.values_list("name", flat=True)) == ["hand made purge"]
+
+
+def test_not_in_installed_apps_is_one_clear_line():
+    apps = [app for app in example_settings.INSTALLED_APPS if app != "django_celery_beat"]
+    with override_settings(INSTALLED_APPS=apps), pytest.raises(TokenopsError) as caught:
+        install()
+
+    assert str(caught.value) == (
+        "'django_celery_beat' is not in INSTALLED_APPS: add it and run "
+        "'python manage.py migrate django_celery_beat'."
+    )
+
+
+def test_unmigrated_tables_are_one_clear_line():
+    call_command("migrate", "django_celery_beat", "zero", verbosity=0)
+    try:
+        with pytest.raises(TokenopsError) as installing:
+            install()
+        with pytest.raises(TokenopsError) as uninstalling:
+            beat.uninstall_periodic_task()
+    finally:
+        call_command("migrate", "django_celery_beat", verbosity=0)
+
+    message = str(installing.value)
+    assert message.startswith("django-celery-beat is not migrated in database 'default' (")
+    assert message.endswith(
+        "migration(s) not applied): run 'python manage.py migrate django_celery_beat'."
+    )
+    assert str(uninstalling.value) == message
+    assert "\n" not in message

@@ -1,0 +1,272 @@
+"""The Celery task in-process (``task.apply()``, eager) against the real test databases.
+
+Eager retries run at once (Celery ignores the countdown in ``apply``), so the retry
+policy is checked here against a really locked SQLite file; the worker tests check the
+same through Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from datetime import timedelta
+
+import pytest
+from django.db import OperationalError, connections
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+from tests.conftest import utcnow
+from tokenops.errors import TokenopsError
+from tokenops.tasks import purge_expired_tokens
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
+
+
+@pytest.fixture
+def rows(make_tokens):
+    """Three purgeable rows with --older-than 1d (two blacklisted), four kept (two blacklisted)."""
+
+    def make(using: str = "default") -> tuple[set[int], set[int]]:
+        now = utcnow()
+        old = make_tokens([now - timedelta(days=3)] * 2, blacklisted=True, using=using)
+        old += make_tokens([now - timedelta(days=3)], using=using)
+        recent = make_tokens([now - timedelta(hours=2)], blacklisted=True, using=using)
+        recent += make_tokens([now - timedelta(hours=2)], using=using)
+        future = make_tokens([now + timedelta(days=7)], blacklisted=True, using=using)
+        future += make_tokens([now + timedelta(days=7)], using=using)
+        return {row.pk for row in old}, {row.pk for row in recent + future}
+
+    return make
+
+
+def tokenops_messages(caplog: pytest.LogCaptureFixture, level: int | None = None) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "tokenops" and (level is None or r.levelno == level)
+    ]
+
+
+def remaining(using: str = "default") -> set[int]:
+    return set(OutstandingToken.objects.using(using).values_list("pk", flat=True))
+
+
+def test_returns_the_token_purge_json_and_deletes_exactly_the_purgeable_rows(rows, manage):
+    _purged, kept = rows()
+    dry = manage("token_purge", "--dry-run", "--older-than", "1d", "--format", "json")
+    expected = json.loads(dry.out)
+
+    result = purge_expired_tokens.apply(kwargs={"older_than": "1d"})
+
+    assert result.successful(), result.traceback
+    value = result.get()
+    assert set(value) == set(expected)
+    assert value["dry_run"] is False
+    assert value["database"] == "default"
+    assert value["older_than_seconds"] == 86400
+    assert value["before"] == {"outstanding": 7, "blacklisted": 4}
+    assert value["purgeable"] == {"outstanding": 3, "blacklisted": 2}
+    assert value["deleted"] == {"outstanding": 3, "blacklisted": 2}
+    assert value["after"] == {"outstanding": 4, "blacklisted": 2}
+    assert remaining() == kept
+    assert BlacklistedToken.objects.count() == 2
+    json.dumps(value)  # what the result backend stores
+
+
+def test_dry_run_writes_nothing(rows):
+    purged, kept = rows()
+
+    value = purge_expired_tokens.apply(kwargs={"older_than": "1d", "dry_run": True}).get()
+
+    assert value["dry_run"] is True
+    assert value["purgeable"] == {"outstanding": 3, "blacklisted": 2}
+    assert value["deleted"] == {"outstanding": 0, "blacklisted": 0}
+    assert remaining() == purged | kept
+
+
+def test_default_purges_everything_expired(rows):
+    purged, kept = rows()
+
+    value = purge_expired_tokens.apply().get()
+
+    assert value["older_than_seconds"] == 0
+    assert value["deleted"] == {"outstanding": 5, "blacklisted": 3}
+    left = remaining()
+    assert len(left) == 2
+    assert left < kept
+    assert not left & purged
+
+
+def test_batch_size_and_database_are_honoured(rows):
+    _purged, kept = rows(using="secondary")
+
+    value = purge_expired_tokens.apply(
+        kwargs={"older_than": "1d", "batch_size": 1, "database": "secondary"}
+    ).get()
+
+    assert value["database"] == "secondary"
+    assert value["batches"] == 3
+    assert remaining("secondary") == kept
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"older_than": "banana"}, "Invalid duration 'banana'"),
+        ({"older_than": 7}, "older_than must be a duration string"),
+        ({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0."),
+        ({"batch_size": "100"}, "batch_size must be a whole number of at least 1, got '100'."),
+        ({"dry_run": "false"}, "dry_run must be true or false, got 'false'."),
+        ({"database": "nosuch"}, "Unknown database alias 'nosuch'"),
+    ],
+)
+def test_bad_input_fails_the_task_without_retry_and_deletes_nothing(rows, caplog, kwargs, message):
+    purged, kept = rows()
+    caplog.set_level(logging.INFO, logger="tokenops")
+
+    result = purge_expired_tokens.apply(kwargs=kwargs)
+
+    assert result.failed()
+    assert isinstance(result.result, TokenopsError)
+    assert message in str(result.result)
+    assert not tokenops_messages(caplog, logging.WARNING)
+    assert remaining() == purged | kept
+
+
+def test_missing_table_fails_without_retry(rows, caplog):
+    rows(using="secondary")
+    caplog.set_level(logging.INFO, logger="tokenops")
+    connection = connections["secondary"]
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE token_blacklist_blacklistedtoken RENAME TO tokenops_hidden")
+    try:
+        result = purge_expired_tokens.apply(kwargs={"database": "secondary"})
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE tokenops_hidden RENAME TO token_blacklist_blacklistedtoken")
+
+    assert result.failed()
+    assert str(result.result) == (
+        "Table token_blacklist_blacklistedtoken does not exist in database 'secondary': "
+        "run 'python manage.py migrate --database secondary'."
+    )
+    assert tokenops_messages(caplog) == [
+        "token purge task failed on 'secondary': Table token_blacklist_blacklistedtoken does not "
+        "exist in database 'secondary': run 'python manage.py migrate --database secondary'."
+    ]
+
+
+@pytest.fixture
+def lock_secondary() -> Iterator[Callable[[], sqlite3.Connection]]:
+    """Make another connection hold a write transaction on the secondary SQLite file.
+
+    Django's connection then waits 0.2 s for the lock (instead of 5 s), so each attempt
+    is quick.
+    """
+    connection = connections["secondary"]
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    saved = dict(options)
+    locker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+
+    def lock() -> sqlite3.Connection:
+        options["timeout"] = 0.2
+        connection.close()
+        locker.execute("BEGIN IMMEDIATE")
+        return locker
+
+    try:
+        yield lock
+    finally:
+        if locker.in_transaction:
+            locker.execute("ROLLBACK")
+        locker.close()
+        options.clear()
+        options.update(saved)
+        connection.close()
+
+
+@pytest.fixture
+def few_retries() -> Iterator[None]:
+    """What CELERY_TASK_ANNOTATIONS would set: two retries instead of five."""
+    saved = purge_expired_tokens.max_retries
+    purge_expired_tokens.max_retries = 2
+    try:
+        yield
+    finally:
+        purge_expired_tokens.max_retries = saved
+
+
+def test_locked_database_is_retried_a_bounded_number_of_times_then_fails(
+    rows, caplog, lock_secondary, few_retries
+):
+    purged, kept = rows(using="secondary")
+    locker = lock_secondary()
+    caplog.set_level(logging.INFO, logger="tokenops")
+
+    result = purge_expired_tokens.apply(kwargs={"database": "secondary", "older_than": "1d"})
+
+    assert result.failed()
+    assert isinstance(result.result, OperationalError)
+    assert "database is locked" in str(result.result)
+    warnings = tokenops_messages(caplog, logging.WARNING)
+    assert len(warnings) == 2
+    assert warnings[0].startswith(
+        "token purge task on 'secondary' hit a transient database error (database is locked); "
+        "retry 1 of 2 in "
+    )
+    assert "retry 2 of 2" in warnings[1]
+    errors = tokenops_messages(caplog, logging.ERROR)
+    assert errors == ["token purge task failed on 'secondary' after 2 retries: database is locked"]
+    locker.execute("ROLLBACK")
+    assert remaining("secondary") == purged | kept
+
+
+class ReleaseOnRetry(logging.Handler):
+    """Ends the other writer's transaction when the task announces its first retry."""
+
+    def __init__(self, locker: sqlite3.Connection) -> None:
+        super().__init__(logging.WARNING)
+        self.locker = locker
+        self.released = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retry 1 of" in record.getMessage() and self.locker.in_transaction:
+            self.locker.execute("ROLLBACK")
+            self.released += 1
+
+
+def test_locked_database_succeeds_on_retry_once_the_lock_is_gone(rows, lock_secondary):
+    _purged, kept = rows(using="secondary")
+    handler = ReleaseOnRetry(lock_secondary())
+    logger = logging.getLogger("tokenops")
+    logger.addHandler(handler)
+    try:
+        result = purge_expired_tokens.apply(kwargs={"database": "secondary", "older_than": "1d"})
+    finally:
+        logger.removeHandler(handler)
+
+    assert handler.released == 1
+    assert result.successful(), result.traceback
+    assert result.get()["deleted"] == {"outstanding": 3, "blacklisted": 2}
+    assert remaining("secondary") == kept
+
+
+def test_task_name_matches_what_beat_schedules():
+    from tokenops.beat import TASK_NAME
+
+    assert purge_expired_tokens.name == TASK_NAME == "tokenops.tasks.purge_expired_tokens"
+    assert purge_expired_tokens.max_retries == 5
+
+
+def test_locking_really_blocks_writers(lock_secondary):
+    """The fixture the retry tests rely on: a second writer gets 'database is locked'."""
+    lock_secondary()
+    path = connections["secondary"].settings_dict["NAME"]
+    with (
+        closing(sqlite3.connect(path, timeout=0.1)) as other,
+        pytest.raises(sqlite3.OperationalError, match="database is locked"),
+    ):
+        other.execute("DELETE FROM token_blacklist_outstandingtoken")

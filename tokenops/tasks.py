@@ -1,0 +1,136 @@
+"""The purge as a Celery task: the same ``run_purge`` as ``token_purge``, failures Celery sees.
+
+The usual recipe (a task calling ``flushexpiredtokens`` inside ``try/except`` that only
+logs) makes Celery record success while nothing was purged. Here bad input and missing
+tables fail the task at once; a transient database error (a locked SQLite file, a
+dropped connection, a deadlock) is retried with exponential backoff a bounded number of
+times and then fails the task too.
+
+Retry policy lives in task attributes, so a project changes it the standard Celery way::
+
+    CELERY_TASK_ANNOTATIONS = {
+        "tokenops.tasks.purge_expired_tokens": {"max_retries": 3, "retry_backoff": 10},
+    }
+
+Celery is an optional extra: only importing this module needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+try:
+    from celery import shared_task
+    from celery.utils.time import get_exponential_backoff_interval
+except ImportError as exc:
+    raise ImportError("tokenops.tasks needs Celery: pip install 'tokenops[celery]'.") from exc
+
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+
+from .app_settings import get_settings
+from .beat import TASK_NAME
+from .checks import first_line
+from .durations import parse_duration
+from .errors import TokenopsError
+from .purging import run_purge
+from .rendering import purge_dict
+
+logger = logging.getLogger("tokenops")
+
+TRANSIENT = (OperationalError, InterfaceError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error that may pass by itself: a lock, a dropped connection, a deadlock.
+
+    ``ensure_ready`` reports an unreachable database as TokenopsError; its cause tells
+    whether the database was merely unreachable for now.
+    """
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, TokenopsError) and isinstance(exc.__cause__, TRANSIENT)
+
+
+def validate_arguments(
+    older_than: Any, batch_size: Any, database: Any, dry_run: Any
+) -> tuple[Any, int | None]:
+    """Arguments arrive as JSON, often typed into the admin: check types, not just values.
+
+    A ``"false"`` string taken as truthy would turn a purge into a silent dry run.
+    """
+    if not isinstance(older_than, str):
+        raise TokenopsError(
+            f"older_than must be a duration string such as '7d', got {older_than!r}."
+        )
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise TokenopsError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
+    if not isinstance(database, str):
+        raise TokenopsError(f"database must be a database alias, got {database!r}.")
+    if not isinstance(dry_run, bool):
+        raise TokenopsError(f"dry_run must be true or false, got {dry_run!r}.")
+    return parse_duration(older_than), batch_size
+
+
+@shared_task(
+    bind=True,
+    name=TASK_NAME,
+    # Read by the retry code below (Celery only applies them itself with autoretry_for).
+    max_retries=5,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+)
+def purge_expired_tokens(
+    self: Any,
+    older_than: str = "0d",
+    batch_size: int | None = None,
+    database: str = "default",
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Purge what ``token_purge`` would and return its ``--format json`` dict."""
+    older, batch_size = validate_arguments(older_than, batch_size, database, dry_run)
+    conf = get_settings()
+    try:
+        result = run_purge(
+            database,
+            older,
+            dry_run=dry_run,
+            batch_size=batch_size or conf.batch_size,
+            batch_seconds=conf.batch_seconds,
+        )
+    except (TokenopsError, DatabaseError) as exc:
+        retries = self.request.retries
+        if not is_transient(exc):
+            logger.error("token purge task failed on %r: %s", database, first_line(exc))
+            raise
+        if self.max_retries is not None and retries >= self.max_retries:
+            logger.error(
+                "token purge task failed on %r after %d retries: %s",
+                database,
+                retries,
+                first_line(exc),
+            )
+            raise
+        countdown = get_exponential_backoff_interval(
+            factor=self.retry_backoff,
+            retries=retries,
+            maximum=self.retry_backoff_max,
+            full_jitter=self.retry_jitter,
+        )
+        logger.warning(
+            "token purge task on %r hit a transient database error (%s); retry %d of %s in %d s",
+            database,
+            first_line(exc),
+            retries + 1,
+            self.max_retries,
+            countdown,
+        )
+        # A dropped connection stays broken until closed; the retry opens a new one.
+        with contextlib.suppress(DatabaseError):
+            connections[database].close()
+        raise self.retry(exc=exc, countdown=countdown) from exc
+    return purge_dict(result)
