@@ -1,0 +1,255 @@
+"""The purge task on a real broker: a Celery worker and beat process, Redis, a SQLite file.
+
+The worker (``celery -A my_bathhouse_backend worker --pool=solo``), beat (with the
+project's DatabaseScheduler) and the test all open the same SQLite file. Each test uses
+a queue of its own on the Redis database TOKENOPS_TEST_REDIS_URL names (default
+``redis://127.0.0.1:6379/7``), so parallel runs never take each other's tasks. A Redis
+that does not answer fails the tests; it never skips them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+from tests.celery_support import (
+    REDIS_URL,
+    START_TIMEOUT,
+    CeleryProcess,
+    blacklisted_count,
+    insert_tokens,
+    jtis,
+    manage,
+    query,
+    start_celery,
+    tables,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+TASK = "tokenops.tasks.purge_expired_tokens"
+PERIODIC_TASK = "tokenops: purge expired tokens"
+RESULT_TIMEOUT = 60.0
+BEAT_TIMEOUT = 90.0
+INSTALL = (
+    "from datetime import time; from tokenops.beat import install_periodic_task; "
+    "print('action=' + install_periodic_task(at=time(3, 0), every='day', older_than='1d').action)"
+)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis at {REDIS_URL} is needed for the Celery tests: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file; each test works on a copy."""
+    path = tmp_path_factory.mktemp("celery-template") / "migrated.sqlite3"
+    done = manage(path, "migrate", "--verbosity", "0")
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+@pytest.fixture
+def database(migrated_template: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "shared.sqlite3"
+    shutil.copyfile(migrated_template, path)
+    return path
+
+
+@pytest.fixture
+def queue(redis_server: redis.Redis) -> Iterator[str]:
+    name = f"tokenops-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    for key in redis_server.scan_iter(match=f"*{name}*"):
+        redis_server.delete(key)
+
+
+@pytest.fixture
+def client(redis_server: redis.Redis) -> Iterator[Celery]:
+    """The sending side: a bare Celery app on the same broker, no Django involved."""
+    app = Celery("tokenops-tests", broker=REDIS_URL, backend=REDIS_URL, set_as_current=False)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[list[CeleryProcess]]:
+    """Everything started here is stopped at teardown, whatever the test did."""
+    started: list[CeleryProcess] = []
+    yield started
+    for process in reversed(started):
+        process.stop()
+
+
+@pytest.fixture
+def start_worker(
+    processes: list[CeleryProcess], queue: str, tmp_path: Path
+) -> Callable[[Path], CeleryProcess]:
+    def start(database: Path) -> CeleryProcess:
+        worker = start_celery(
+            "worker",
+            [
+                "--pool=solo",
+                "--loglevel=INFO",
+                f"--queues={queue}",
+                f"--hostname={queue}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            database,
+            tmp_path,
+        )
+        processes.append(worker)
+        worker.wait_for_log(" ready.", START_TIMEOUT)
+        return worker
+
+    return start
+
+
+def seed(database: Path) -> tuple[set[str], set[str]]:
+    """Three rows purgeable with older_than 1d (two blacklisted); four kept (two blacklisted)."""
+    now = datetime.now(timezone.utc)
+    old = insert_tokens(database, [now - timedelta(days=3)] * 2, blacklisted=True)
+    old |= insert_tokens(database, [now - timedelta(days=3)], blacklisted=False)
+    kept = insert_tokens(database, [now - timedelta(hours=2)], blacklisted=True)
+    kept |= insert_tokens(database, [now - timedelta(hours=2)], blacklisted=False)
+    kept |= insert_tokens(database, [now + timedelta(days=7)], blacklisted=True)
+    kept |= insert_tokens(database, [now + timedelta(days=7)], blacklisted=False)
+    return old, kept
+
+
+def test_task_sent_through_redis_purges_exactly_the_purgeable_rows(
+    database, start_worker, client, queue
+):
+    _purged, kept = seed(database)
+    worker = start_worker(database)
+
+    result = client.send_task(TASK, kwargs={"older_than": "1d"}, queue=queue)
+    value = result.get(timeout=RESULT_TIMEOUT)
+
+    assert result.state == "SUCCESS"
+    assert value["dry_run"] is False
+    assert value["older_than_seconds"] == 86400
+    assert value["before"] == {"outstanding": 7, "blacklisted": 4}
+    assert value["purgeable"] == {"outstanding": 3, "blacklisted": 2}
+    assert value["deleted"] == {"outstanding": 3, "blacklisted": 2}
+    assert value["after"] == {"outstanding": 4, "blacklisted": 2}
+    assert jtis(database) == kept
+    assert blacklisted_count(database) == 2
+    assert result.name == TASK
+    assert result.retries == 0
+    worker.wait_for_log(f"Task {TASK}[{result.id}] succeeded", 10)
+
+
+def test_a_failing_purge_is_a_failed_task_not_a_success(tmp_path, start_worker, client, queue):
+    unmigrated = tmp_path / "unmigrated.sqlite3"
+    worker = start_worker(unmigrated)
+
+    result = client.send_task(TASK, kwargs={"older_than": "1d"}, queue=queue)
+    result.get(timeout=RESULT_TIMEOUT, propagate=False)
+
+    message = (
+        "Table token_blacklist_outstandingtoken does not exist in database 'default': "
+        "run 'python manage.py migrate --database default'."
+    )
+    assert result.state == "FAILURE"
+    assert type(result.result).__name__ == "TokenopsError"
+    assert str(result.result) == message
+    assert result.retries == 0
+    # The worker logs the outcome just after storing it: wait for the line.
+    worker.wait_for_log(f"Task {TASK}[{result.id}] raised unexpected: TokenopsError", 10)
+    log = worker.log()
+    assert f"token purge task failed on 'default': {message}" in log
+    assert "Retry in" not in log
+    assert tables(unmigrated) == set()
+
+
+def test_a_locked_database_is_retried_through_the_broker(database, start_worker, client, queue):
+    purged, kept = seed(database)
+    worker = start_worker(database)
+    locker = sqlite3.connect(database, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        result = client.send_task(TASK, kwargs={"older_than": "1d"}, queue=queue)
+        worker.wait_for_log("(database is locked); retry 1 of 5 in ", RESULT_TIMEOUT)
+        assert jtis(database) == purged | kept
+    finally:
+        if locker.in_transaction:
+            locker.execute("ROLLBACK")
+        locker.close()
+
+    value = result.get(timeout=RESULT_TIMEOUT)
+
+    assert result.state == "SUCCESS"
+    assert result.retries >= 1
+    assert value["deleted"] == {"outstanding": 3, "blacklisted": 2}
+    assert jtis(database) == kept
+    worker.wait_for_log(f"Task {TASK}[{result.id}] retry: Retry in ", 10)
+
+
+def test_beat_runs_the_installed_periodic_task_on_the_worker(
+    database, start_worker, processes, queue, tmp_path, capsys
+):
+    purged, kept = seed(database)
+    for expected in ("action=created", "action=unchanged"):
+        done = manage(database, "shell", "--command", INSTALL)
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stdout.split()
+    assert query(database, "SELECT name, task FROM django_celery_beat_periodictask") == [
+        (PERIODIC_TASK, TASK)
+    ]
+    # Shorten the daily crontab to every second, on this test's queue.
+    with sqlite3.connect(database) as connection:
+        interval = connection.execute(
+            "INSERT INTO django_celery_beat_intervalschedule (every, period) VALUES (1, 'seconds')"
+        ).lastrowid
+        connection.execute(
+            "UPDATE django_celery_beat_periodictask SET interval_id = ?, crontab_id = NULL, "
+            "queue = ? WHERE name = ?",
+            (interval, queue, PERIODIC_TASK),
+        )
+    connection.close()
+    worker = start_worker(database)
+
+    started = time.monotonic()
+    beat = start_celery("beat", ["--loglevel=INFO"], database, tmp_path)
+    processes.append(beat)
+
+    def purged_rows_gone() -> bool:
+        beat.ensure_running()
+        return not jtis(database) & purged
+
+    try:
+        wait_for(purged_rows_gone, BEAT_TIMEOUT, "beat and the worker to purge", every=0.02)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nbeat:\n{beat.log()}\nworker:\n{worker.log()}") from None
+    round_trip = time.monotonic() - started
+
+    assert jtis(database) == kept
+    assert blacklisted_count(database) == 2
+    beat_log = beat.log()
+    assert "django_celery_beat.schedulers.DatabaseScheduler" in beat_log
+    assert f"Sending due task {PERIODIC_TASK} ({TASK})" in beat_log
+    worker.wait_for_log(f"Task {TASK}[", RESULT_TIMEOUT)
+    worker.wait_for_log("] succeeded in ", RESULT_TIMEOUT)
+    with capsys.disabled():
+        print(f"\n[tokenops] beat start -> rows purged by the worker: {round_trip:.2f} s")
