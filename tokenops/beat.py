@@ -177,10 +177,10 @@ def install_periodic_task(
     from django_celery_beat.models import PeriodicTask
 
     with transaction.atomic(using=alias):
+        # No select_related: PostgreSQL refuses FOR UPDATE on the nullable side of a join.
         task = (
             PeriodicTask.objects.using(alias)
             .select_for_update()
-            .select_related("crontab")
             .filter(name=PERIODIC_TASK_NAME)
             .first()
         )
