@@ -233,3 +233,37 @@ def test_unmigrated_tables_are_one_clear_line():
     )
     assert str(uninstalling.value) == message
     assert "\n" not in message
+
+
+def test_messages_say_what_happened():
+    created = install(at=time(3, 30), every="week", older_than="7d")
+    unchanged = install(at=time(3, 30), every="week", older_than="7d")
+    crontab = CrontabSchedule.objects.create(minute="0", hour="1", timezone="UTC")
+    PeriodicTask.objects.create(
+        name="hand made purge", task="tokenops.tasks.purge_expired_tokens", crontab=crontab
+    )
+    updated = install(at=time(4, 0), every="week", older_than="7d")
+
+    tail = (
+        "tokenops.tasks.purge_expired_tokens every Sunday at {at} (UTC), crontab '{cron}', "
+        'kwargs {{"older_than": "7d", "database": "default"}}.'
+    )
+    assert created.message() == "Created periodic task 'tokenops: purge expired tokens': " + (
+        tail.format(at="03:30", cron="30 3 * * 0")
+    )
+    assert unchanged.message() == (
+        "Periodic task 'tokenops: purge expired tokens' is already installed; nothing changed: "
+        + tail.format(at="03:30", cron="30 3 * * 0")
+    )
+    assert updated.message() == (
+        "Updated periodic task 'tokenops: purge expired tokens' (schedule): "
+        + tail.format(at="04:00", cron="0 4 * * 0")
+        + "\nNote: periodic task(s) 'hand made purge' also run "
+        "tokenops.tasks.purge_expired_tokens."
+    )
+    assert beat.uninstall_periodic_task().message() == (
+        "Removed periodic task 'tokenops: purge expired tokens'."
+    )
+    assert beat.uninstall_periodic_task().message() == (
+        "Periodic task 'tokenops: purge expired tokens' is not installed; nothing to remove."
+    )

@@ -73,12 +73,33 @@ class InstallResult:
     database: str  # where the PeriodicTask is stored
     others: tuple[str, ...]  # other periodic tasks that run the same task
 
+    def message(self) -> str:
+        """What a command prints: what happened, then the schedule, then any duplicate."""
+        what = {
+            CREATED: f"Created periodic task '{self.name}'",
+            UPDATED: f"Updated periodic task '{self.name}' ({', '.join(self.changed)})",
+            UNCHANGED: f"Periodic task '{self.name}' is already installed; nothing changed",
+        }[self.action]
+        lines = [
+            f"{what}: {self.task} {self.schedule.describe()}, crontab '{self.schedule.crontab}', "
+            f"kwargs {json.dumps(self.kwargs)}."
+        ]
+        if self.others:
+            names = ", ".join(f"'{name}'" for name in self.others)
+            lines.append(f"Note: periodic task(s) {names} also run {self.task}.")
+        return "\n".join(lines)
+
 
 @dataclass(frozen=True)
 class UninstallResult:
     action: str  # REMOVED or ABSENT
     name: str
     database: str
+
+    def message(self) -> str:
+        if self.action == REMOVED:
+            return f"Removed periodic task '{self.name}'."
+        return f"Periodic task '{self.name}' is not installed; nothing to remove."
 
 
 def migrate_hint(alias: str) -> str:
