@@ -43,6 +43,7 @@ DAY_NAMES = {
 }
 # cron counts Sunday as 0.
 CRON_DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+CMD_SPECIALS = frozenset("&|<>()^")
 _AT = re.compile(r"(\d{1,2}):(\d{2})")
 
 
@@ -154,6 +155,24 @@ def cmd_line(args: list[str]) -> str:
     return subprocess.list2cmdline(args)
 
 
+def cmd_prompt_line(args: list[str]) -> str:
+    """``args`` as a line to paste into cmd.exe: Windows quoting, then cmd's own specials.
+
+    cmd toggles its quote state at every ``"`` (it knows no ``\\"``), so a path with ``&``
+    or parentheses inside an escaped quote is unquoted to cmd: those get a caret, which
+    cmd removes before the program sees its command line.
+    """
+    out: list[str] = []
+    quoted = False
+    for char in cmd_line(args):
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in CMD_SPECIALS:
+            out.append("^")
+        out.append(char)
+    return "".join(out)
+
+
 def schtasks_task_run(project: Project, schedule: Schedule) -> str:
     """The /TR value: what Task Scheduler starts (the .bat and its options)."""
     return bat_command(project, schedule)
@@ -172,7 +191,7 @@ def schtasks_create(project: Project, schedule: Schedule) -> str:
     else:
         args += ["/SC", "DAILY"]
     args += ["/ST", schedule.at, "/F"]
-    return cmd_line(args)
+    return cmd_prompt_line(args)
 
 
 def ps_quote(text: str) -> str:
@@ -198,7 +217,7 @@ def register_task_command(project: Project, schedule: Schedule) -> str:
         args += ["-DayOfWeek", DAY_NAMES[schedule.day]]
     if schedule.older_than:
         args += ["-OlderThan", schedule.older_than]
-    return cmd_line(args)
+    return cmd_prompt_line(args)
 
 
 def register_scheduled_task_snippet(project: Project, schedule: Schedule) -> str:
@@ -245,7 +264,7 @@ def windows_hint(project: Project, schedule: Schedule) -> str:
     lines += [
         "schtasks cannot ask for a missed run (machine asleep or off) to start later;",
         "register_task.ps1 does (StartWhenAvailable). It registers or updates the same task,",
-        "as you, without administrator rights. Paste into Command Prompt or PowerShell:",
+        "as you, without administrator rights. Paste into Command Prompt (cmd.exe):",
         "",
         "    " + register_task_command(project, schedule),
         "",
@@ -259,7 +278,7 @@ def windows_hint(project: Project, schedule: Schedule) -> str:
         "",
         f"    schtasks /Query /TN {cmd_line([TASK_NAME])} /V /FO LIST",
         f"    schtasks /Run /TN {cmd_line([TASK_NAME])}",
-        f"    type {cmd_line([str(project.log('windows'))])}",
+        f"    type {cmd_prompt_line([str(project.log('windows'))])}",
         "",
         f"Log: {project.log('windows')} (appended on every run; "
         "'Last Run Result' is token_purge's exit code, 0x0 = success).",
