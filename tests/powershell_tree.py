@@ -128,3 +128,17 @@ def additive_operands(node: Node) -> list[str]:
         return [*flatten(left), text(right)]
 
     return flatten(chain)
+
+
+def register_task_argument(source: bytes, bat: str, bat_args: list[str]) -> str:
+    """Evaluate register_task.ps1's New-ScheduledTaskAction -Argument for these values."""
+    action = commands(parse(source), "New-ScheduledTaskAction")[0]
+    pieces = []
+    for operand in additive_operands(action.node):
+        if operand == "$bat":
+            pieces.append(bat)
+        elif operand == "($batArgs -join ' ')":
+            pieces.append(" ".join(bat_args))
+        else:
+            pieces.append(single_quoted(operand))
+    return "".join(pieces)

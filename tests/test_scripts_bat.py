@@ -12,7 +12,9 @@ from pathlib import Path, PureWindowsPath
 
 import pytest
 
+from tests.powershell_tree import register_task_argument
 from tests.scheduling_helpers import (
+    SCRIPTS,
     UTF8_LINE,
     Wine,
     as_wine_console,
@@ -318,3 +320,23 @@ def test_stand_in_python_is_a_real_windows_program(wine, tmp_path, elsewhere):
 
     assert result.returncode == 5
     assert split_windows(stub_lines(result.stdout.decode("utf-8"))["argv"])[1:] == ["a b", "c"]
+
+
+def test_register_task_action_runs_the_wrapper(wine, tmp_path, elsewhere):
+    """The action register_task.ps1 builds: cmd.exe with its -Argument, read off the tree."""
+    project = fake_project(tmp_path / "my project v3", "cleanup_tokens.bat")
+    python = wine.stub_python(project / "env" / "Scripts" / "python.exe")
+    argument = register_task_argument(
+        (SCRIPTS / "register_task.ps1").read_bytes(),
+        windows_path(project / "scripts" / "cleanup_tokens.bat"),
+        ["--older-than 7d"],
+    )
+    task = tmp_path / "task.bat"
+    task.write_bytes(f"@C:\\windows\\system32\\cmd.exe {argument}\r\n".encode("ascii"))
+
+    result = wine.run([windows_path(task)], cwd=elsewhere, extra_env={"STUB_EXIT": "3"})
+
+    assert result.returncode == 3, result
+    log = (project / "logs" / "cleanup_tokens.log").read_text(encoding="utf-8")
+    argv = split_windows(stub_lines(log)["argv"])
+    assert argv == [windows_path(python), "manage.py", "token_purge", "--older-than", "7d"]

@@ -262,19 +262,10 @@ def test_the_register_checks_catch_a_broken_script(old, new):
 
 def test_register_task_argument_quotes_the_bat_for_cmd():
     """Evaluate the -Argument expression: cmd /c strips the outer quotes, keeps the inner."""
-    root = ps.parse(source("register_task.ps1"))
-    action = ps.commands(root, "New-ScheduledTaskAction")[0]
     bat = r"C:\Users\Иван Петров\my project (1) & co\scripts\cleanup_tokens.bat"
-    bat_args = ["--older-than 7d", "--batch-size 500"]
-    pieces = []
-    for operand in ps.additive_operands(action.node):
-        if operand == "$bat":
-            pieces.append(bat)
-        elif operand == "($batArgs -join ' ')":
-            pieces.append(" ".join(bat_args))
-        else:
-            pieces.append(ps.single_quoted(operand))
-    argument = "".join(pieces)
+    argument = ps.register_task_argument(
+        source("register_task.ps1"), bat, ["--older-than 7d", "--batch-size 500"]
+    )
     assert argument == f'/d /c ""{bat}" --older-than 7d --batch-size 500"'
 
 
