@@ -66,16 +66,16 @@ if (-not $python) {
     Write-Log 'no venv found (looked for env, .venv and venv in the project root), using python on PATH'
 }
 
-$purgeArgs = @('manage.py', 'token_purge')
-if ($OlderThan) { $purgeArgs += @('--older-than', $OlderThan) }
-if ($BatchSize) { $purgeArgs += @('--batch-size', "$BatchSize") }
-if ($Database) { $purgeArgs += @('--database', $Database) }
-if ($Format) { $purgeArgs += @('--format', $Format) }
-if ($DryRun) { $purgeArgs += '--dry-run' }
-if ($PurgeArgs) { $purgeArgs += $PurgeArgs }
+$commandArgs = @('manage.py', 'token_purge')
+if ($OlderThan) { $commandArgs += @('--older-than', $OlderThan) }
+if ($BatchSize) { $commandArgs += @('--batch-size', "$BatchSize") }
+if ($Database) { $commandArgs += @('--database', $Database) }
+if ($Format) { $commandArgs += @('--format', $Format) }
+if ($DryRun) { $commandArgs += '--dry-run' }
+if ($PurgeArgs) { $commandArgs += $PurgeArgs }
 
 Write-Log "python: $python"
-Write-Log ("command: python " + ($purgeArgs -join ' '))
+Write-Log ("command: python " + ($commandArgs -join ' '))
 
 # Python prints UTF-8; PowerShell must decode it as UTF-8, not the OEM code page.
 $env:PYTHONUTF8 = '1'
@@ -92,7 +92,7 @@ try {
 $ErrorActionPreference = 'Continue'
 Push-Location -LiteralPath $root
 try {
-    & $python @purgeArgs 2>&1 | ForEach-Object { Write-Log "$_" }
+    & $python @commandArgs 2>&1 | ForEach-Object { Write-Log "$_" }
     $exitCode = $LASTEXITCODE
 } finally {
     Pop-Location

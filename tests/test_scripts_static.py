@@ -103,13 +103,17 @@ def check_cleanup_tokens_ps1(data: bytes) -> None:
     assert "break" in ps.text(loop)
 
     # The command line: manage.py token_purge, then each option from its own parameter.
-    purge = [(op, value) for target, op, value in values if target == "$purgeArgs"]
+    # PowerShell variables ignore case: a local named like a parameter would overwrite it.
+    parameter_names = {name.lower() for name in params}
+    for target, _, _ in values:
+        assert target.lstrip("$").lower() not in parameter_names, target
+    purge = [(op, value) for target, op, value in values if target == "$commandArgs"]
     assert purge[0] == ("=", "@('manage.py', 'token_purge')")
     guarded = {}
     for node in ps.walk(root):
-        if node.type == "if_statement" and "$purgeArgs +=" in ps.text(node):
+        if node.type == "if_statement" and "$commandArgs +=" in ps.text(node):
             match = re.fullmatch(
-                r"if \(\$(\w+)\) \{ \$purgeArgs \+= (.+) \}", " ".join(ps.text(node).split())
+                r"if \(\$(\w+)\) \{ \$commandArgs \+= (.+) \}", " ".join(ps.text(node).split())
             )
             assert match, ps.text(node)
             guarded[match[1]] = match[2]
@@ -127,7 +131,7 @@ def check_cleanup_tokens_ps1(data: bytes) -> None:
         n for n in ps.walk(root) if n.type == "pipeline" and ps.text(n).startswith("& $python")
     )
     assert " ".join(ps.text(run).split()) == (
-        '& $python @purgeArgs 2>&1 | ForEach-Object { Write-Log "$_" }'
+        '& $python @commandArgs 2>&1 | ForEach-Object { Write-Log "$_" }'
     )
     assert ps.commands(root, "Push-Location")[0].value("-LiteralPath") == "$root"
     write_log = next(n for n in ps.walk(root) if n.type == "function_statement")
@@ -157,6 +161,8 @@ def test_cleanup_tokens_ps1():
         ("'env', '.venv', 'venv'", "'.venv', 'env', 'venv'"),
         ("'cleanup_tokens.log'", "'cleanup.log'"),
         ("    [switch]$DryRun,", "    [switch]$DryRun"),
+        ("$commandArgs = @(", "$purgeArgs = @("),
+        ("& $python @commandArgs", "& $python @PurgeArgs"),
     ],
 )
 def test_the_ps1_checks_catch_a_broken_script(old, new):
