@@ -1,0 +1,109 @@
+import argparse
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from ...app_settings import get_settings
+from ...durations import parse_duration
+from ...errors import TokenopsError
+from ...schedule_hints import (
+    DAYS,
+    PLATFORMS,
+    celery_hint,
+    detect_project,
+    header_text,
+    host_platform,
+    linux_hint,
+    parse_at,
+    parse_schedule,
+    readiness_warnings,
+    windows_hint,
+)
+from ..base import TokenopsCommand
+
+
+def at_arg(text: str) -> str:
+    try:
+        parse_at(text)
+    except TokenopsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def duration_text_arg(text: str) -> str:
+    """A valid duration, kept as written: it is pasted into the schedule as it is."""
+    try:
+        parse_duration(text)
+    except TokenopsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+class Command(TokenopsCommand):
+    help = (
+        "Print ready-to-paste scheduling text for this project (Windows Task Scheduler, "
+        "cron and systemd, Celery beat) with its real paths, and warn about what would make "
+        "a scheduled token_purge fail. Changes nothing."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--platform",
+            choices=[*PLATFORMS, "all"],
+            default=host_platform(),
+            help="What to print for (default: this machine's, %(default)s).",
+        )
+        parser.add_argument(
+            "--at",
+            type=at_arg,
+            default="03:00",
+            metavar="HH:MM",
+            help="Time of day, 24-hour (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--every",
+            choices=["day", "week"],
+            default="day",
+            help="How often (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--day",
+            choices=DAYS,
+            default="sun",
+            help="Day of a weekly run (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--older-than",
+            type=duration_text_arg,
+            metavar="DURATION",
+            help="token_purge --older-than for each run (default: none, so each run "
+            "uses TOKENOPS['OLDER_THAN']).",
+        )
+        self.add_database_argument(parser)
+        # --install / --uninstall (django_celery_beat PeriodicTask) come with the Celery side.
+
+    def handle(
+        self,
+        *,
+        platform: str,
+        at: str,
+        every: str,
+        day: str,
+        older_than: str | None,
+        database: str,
+        **options: Any,
+    ) -> None:
+        schedule = parse_schedule(at, every, day, older_than)
+        platforms = list(PLATFORMS) if platform == "all" else [platform]
+        project = detect_project()
+        sections = [header_text(project, platforms)]
+        for name in platforms:
+            if name == "windows":
+                sections.append(windows_hint(project, schedule))
+            elif name == "linux":
+                sections.append(linux_hint(project, schedule))
+            else:
+                sections.append(celery_hint(schedule, older_than or get_settings().older_than))
+        self.stdout.write("\n\n".join(sections))
+        for warning in readiness_warnings(project, platforms, database):
+            self.stderr.write(f"Warning: {warning}")
