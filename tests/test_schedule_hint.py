@@ -238,6 +238,15 @@ def test_celery_default_older_than_is_the_setting(manage):
 
 
 def test_hint_works_without_celery_installed(tmp_path):
+    # The example project loads its Celery app on import, so this runs in a project
+    # of its own: only tokenops and simplejwt's blacklist.
+    (tmp_path / "plain_settings.py").write_text(
+        "SECRET_KEY = 'x'\n"
+        "INSTALLED_APPS = ['django.contrib.auth', 'django.contrib.contenttypes',\n"
+        "    'rest_framework_simplejwt.token_blacklist', 'tokenops']\n"
+        "DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3',\n"
+        f"    'NAME': {str(tmp_path / 'db.sqlite3')!r}}}}}\n"
+    )
     code = (
         "import sys; sys.modules['celery'] = None; sys.modules['django_celery_beat'] = None\n"
         "import django; django.setup()\n"
@@ -249,8 +258,8 @@ def test_hint_works_without_celery_installed(tmp_path):
         cwd=REPO,
         env={
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "my_bathhouse_backend.settings",
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "DJANGO_SETTINGS_MODULE": "plain_settings",
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
         },
         capture_output=True,
         text=True,

@@ -25,16 +25,14 @@ from django.db import DatabaseError, connections, router, transaction
 from .checks import first_line
 from .durations import parse_duration
 from .errors import TokenopsError
+from .schedule_hints import CRON_DAYS, DAY_NAMES
 
 PERIODIC_TASK_NAME = "tokenops: purge expired tokens"
 TASK_NAME = "tokenops.tasks.purge_expired_tokens"  # tokenops.tasks needs Celery to import
 BEAT_APP = "django_celery_beat"
-# Crontab day_of_week for each --every; a weekly purge runs on Sunday (cron's day 0).
-DAY_OF_WEEK = {"day": "*", "week": "0"}
 DESCRIPTION = (
     "Deletes simplejwt token rows no setting can still accept (tokenops). "
-    "Created by 'manage.py token_schedule_hint --platform celery --install'; "
-    "weekly runs are on Sunday."
+    "Created by 'manage.py token_schedule_hint --platform celery --install'."
 )
 
 CREATED = "created"
@@ -58,7 +56,11 @@ class Schedule:
         return f"{self.minute} {self.hour} * * {self.day_of_week}"
 
     def describe(self) -> str:
-        days = "every day" if self.day_of_week == "*" else "every Sunday"
+        if self.day_of_week == "*":
+            days = "every day"
+        else:
+            day = next(d for d, n in CRON_DAYS.items() if str(n) == self.day_of_week)
+            days = f"every {DAY_NAMES[day]}"
         return f"{days} at {int(self.hour):02d}:{int(self.minute):02d} ({self.timezone})"
 
 
@@ -136,13 +138,16 @@ def beat_database() -> str:
     return alias
 
 
-def make_schedule(at: time, every: str) -> Schedule:
-    if every not in DAY_OF_WEEK:
+def make_schedule(at: time, every: str, day: str = "sun") -> Schedule:
+    """Daily, or weekly on ``day`` (mon..sun; Sunday unless told)."""
+    if every not in ("day", "week"):
         raise TokenopsError(f"every must be 'day' or 'week', got {every!r}.")
+    if day not in CRON_DAYS:
+        raise TokenopsError(f"day must be one of {', '.join(CRON_DAYS)}, got {day!r}.")
     return Schedule(
         minute=str(at.minute),
         hour=str(at.hour),
-        day_of_week=DAY_OF_WEEK[every],
+        day_of_week="*" if every == "day" else str(CRON_DAYS[day]),
         timezone=str(settings.TIME_ZONE or "UTC"),
     )
 
@@ -184,7 +189,7 @@ def stored_kwargs(text: str) -> Any:
 
 
 def install_periodic_task(
-    *, at: time, every: str, older_than: str, database: str = "default"
+    *, at: time, every: str, older_than: str, database: str = "default", day: str = "sun"
 ) -> InstallResult:
     """Create or update the one PeriodicTask that runs the purge at ``at``, daily or weekly.
 
@@ -192,7 +197,7 @@ def install_periodic_task(
     PeriodicTask itself is stored where django-celery-beat's models are routed.
     """
     parse_duration(older_than)
-    schedule = make_schedule(at, every)
+    schedule = make_schedule(at, every, day)
     kwargs = {"older_than": older_than.strip().lower(), "database": database}
     alias = beat_database()
     from django_celery_beat.models import PeriodicTask

@@ -1,4 +1,5 @@
 import argparse
+from datetime import time
 from typing import Any
 
 from django.core.management.base import CommandParser
@@ -9,6 +10,7 @@ from ...errors import TokenopsError
 from ...schedule_hints import (
     DAYS,
     PLATFORMS,
+    Schedule,
     celery_hint,
     detect_project,
     header_text,
@@ -80,7 +82,18 @@ class Command(TokenopsCommand):
             "uses TOKENOPS['OLDER_THAN']).",
         )
         self.add_database_argument(parser)
-        # --install / --uninstall (django_celery_beat PeriodicTask) come with the Celery side.
+        beat = parser.add_mutually_exclusive_group()
+        beat.add_argument(
+            "--install",
+            action="store_true",
+            help="With --platform celery: create or update the django-celery-beat PeriodicTask "
+            "that runs the purge on this schedule (running it again changes nothing).",
+        )
+        beat.add_argument(
+            "--uninstall",
+            action="store_true",
+            help="With --platform celery: remove that PeriodicTask.",
+        )
 
     def handle(
         self,
@@ -91,9 +104,17 @@ class Command(TokenopsCommand):
         day: str,
         older_than: str | None,
         database: str,
+        install: bool,
+        uninstall: bool,
         **options: Any,
     ) -> None:
         schedule = parse_schedule(at, every, day, older_than)
+        if install or uninstall:
+            if platform != "celery":
+                flag = "--install" if install else "--uninstall"
+                raise TokenopsError(f"{flag} works with --platform celery only.")
+            self.change_beat_schedule(schedule, database, install=install)
+            return
         platforms = list(PLATFORMS) if platform == "all" else [platform]
         project = detect_project()
         sections = [header_text(project, platforms)]
@@ -107,3 +128,18 @@ class Command(TokenopsCommand):
         self.stdout.write("\n\n".join(sections))
         for warning in readiness_warnings(project, platforms, database):
             self.stderr.write(f"Warning: {warning}")
+
+    def change_beat_schedule(self, schedule: Schedule, database: str, *, install: bool) -> None:
+        from ...beat import install_periodic_task, uninstall_periodic_task
+
+        if install:
+            result = install_periodic_task(
+                at=time(schedule.hour, schedule.minute),
+                every=schedule.every,
+                day=schedule.day,
+                older_than=schedule.older_than or get_settings().older_than,
+                database=database,
+            )
+        else:
+            result = uninstall_periodic_task()
+        self.stdout.write(result.message())
