@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from django.conf import settings
 from django.utils.module_loading import import_string
-from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt import settings as simplejwt_settings
 from rest_framework_simplejwt.tokens import SlidingToken
 
 from .app_settings import as_timedelta, get_settings
@@ -20,6 +21,15 @@ from .app_settings import as_timedelta, get_settings
 OLDER_THAN = "older-than"
 LEEWAY = "LEEWAY"
 SLIDING = "sliding window"
+
+
+def jwt_settings() -> Any:
+    """simplejwt's settings as they are now.
+
+    simplejwt rebinds ``api_settings`` when ``SIMPLE_JWT`` changes (``override_settings``
+    in a project's tests); a reference imported once would keep the old LEEWAY.
+    """
+    return simplejwt_settings.api_settings
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,7 @@ def sliding_tokens_in_use() -> bool:
     configured = get_settings().sliding_tokens
     if configured != "auto":
         return bool(configured)
-    for path in api_settings.AUTH_TOKEN_CLASSES:
+    for path in jwt_settings().AUTH_TOKEN_CLASSES:
         token_class = import_string(path) if isinstance(path, str) else path
         if isinstance(token_class, type) and issubclass(token_class, SlidingToken):
             return True
@@ -71,13 +81,13 @@ def sliding_window(leeway: timedelta) -> timedelta:
     created + SLIDING_TOKEN_REFRESH_LIFETIME`` and the row's ``expires_at = created +
     SLIDING_TOKEN_LIFETIME``, that is ``expires_at + REFRESH_LIFETIME + 2 * leeway``.
     """
-    return as_timedelta(api_settings.SLIDING_TOKEN_REFRESH_LIFETIME) + 2 * leeway
+    return as_timedelta(jwt_settings().SLIDING_TOKEN_REFRESH_LIFETIME) + 2 * leeway
 
 
 def safe_cutoff(older_than: timedelta, now: datetime | None = None) -> Cutoff:
     """Rows that expired more than ``max(older_than, LEEWAY, sliding window)`` ago."""
     now = now or datetime.now(timezone.utc)
-    leeway = as_timedelta(api_settings.LEEWAY)
+    leeway = as_timedelta(jwt_settings().LEEWAY)
     window = sliding_window(leeway) if sliding_tokens_in_use() else None
     candidates = [(older_than, OLDER_THAN), (leeway, LEEWAY)]
     if window is not None:
