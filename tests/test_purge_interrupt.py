@@ -103,7 +103,7 @@ def test_killed_and_interrupted_purges_leave_consistent_tables_and_next_run_fini
     for round_number in range(3):
         process = start_slow_purge(url)
         code, out, _err = signal_after_progress(
-            process, signal.SIGKILL, len(remaining) - 40 - 60 * round_number
+            process, signal.SIGKILL, len(remaining) - 5 - 10 * round_number
         )
         assert code == -signal.SIGKILL
         assert out == ""
@@ -113,7 +113,7 @@ def test_killed_and_interrupted_purges_leave_consistent_tables_and_next_run_fini
         remaining = now_remaining
 
     process = start_slow_purge(url)
-    code, out, err = signal_after_progress(process, signal.SIGINT, len(remaining) - 40)
+    code, out, err = signal_after_progress(process, signal.SIGINT, len(remaining) - 5)
     assert (code, out, err) == (130, "", INTERRUPTED_LINE)
     remaining_after_sigint = population.assert_consistent()
     assert remaining_after_sigint < remaining
