@@ -23,6 +23,15 @@ LEEWAY = "LEEWAY"
 SLIDING = "sliding window"
 
 
+def jwt_settings() -> Any:
+    """simplejwt's settings as they are now.
+
+    simplejwt rebinds ``api_settings`` when ``SIMPLE_JWT`` changes (``override_settings``
+    in a project's tests); a reference imported once would keep the old LEEWAY.
+    """
+    return simplejwt_settings.api_settings
+
+
 @dataclass(frozen=True)
 class Cutoff:
     """When the cutoff was taken, the margin behind it, and which setting set the margin."""
@@ -52,17 +61,12 @@ class Cutoff:
         return self.db_value(self.now)
 
 
-def jwt_setting(name: str) -> Any:
-    """Read a SIMPLE_JWT setting through the module, which simplejwt rebinds on reload."""
-    return getattr(simplejwt_settings.api_settings, name)
-
-
 def sliding_tokens_in_use() -> bool:
     """True when TOKENOPS says so, or (``"auto"``) when a SlidingToken can authenticate."""
     configured = get_settings().sliding_tokens
     if configured != "auto":
         return bool(configured)
-    for path in jwt_setting("AUTH_TOKEN_CLASSES"):
+    for path in jwt_settings().AUTH_TOKEN_CLASSES:
         token_class = import_string(path) if isinstance(path, str) else path
         if isinstance(token_class, type) and issubclass(token_class, SlidingToken):
             return True
@@ -77,13 +81,13 @@ def sliding_window(leeway: timedelta) -> timedelta:
     created + SLIDING_TOKEN_REFRESH_LIFETIME`` and the row's ``expires_at = created +
     SLIDING_TOKEN_LIFETIME``, that is ``expires_at + REFRESH_LIFETIME + 2 * leeway``.
     """
-    return as_timedelta(jwt_setting("SLIDING_TOKEN_REFRESH_LIFETIME")) + 2 * leeway
+    return as_timedelta(jwt_settings().SLIDING_TOKEN_REFRESH_LIFETIME) + 2 * leeway
 
 
 def safe_cutoff(older_than: timedelta, now: datetime | None = None) -> Cutoff:
     """Rows that expired more than ``max(older_than, LEEWAY, sliding window)`` ago."""
     now = now or datetime.now(timezone.utc)
-    leeway = as_timedelta(jwt_setting("LEEWAY"))
+    leeway = as_timedelta(jwt_settings().LEEWAY)
     window = sliding_window(leeway) if sliding_tokens_in_use() else None
     candidates = [(older_than, OLDER_THAN), (leeway, LEEWAY)]
     if window is not None:

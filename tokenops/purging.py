@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Max
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
@@ -25,6 +25,11 @@ logger = logging.getLogger("tokenops")
 FIRST_BATCH = 1000
 MIN_BATCH = 100
 MAX_BATCH = 200_000
+# SQLite has a single write lock, and a writer that has waited a while polls for it
+# only every 100 ms (sqlite3_busy_timeout). A purge that starts its next batch as soon
+# as it commits can keep the app's writes waiting for seconds, up to "database is
+# locked"; leaving the lock free this long after each batch lets every waiting writer in.
+SQLITE_PAUSE = 0.1
 
 
 class Progress(Protocol):
@@ -98,6 +103,7 @@ def delete_purgeable(
     last_pk = 0
     outstanding = blacklisted = batches = 0
     longest = 0.0
+    pause = SQLITE_PAUSE if connections[using].vendor == "sqlite" else 0.0
     while True:
         window = purgeable.filter(pk__gt=last_pk).order_by("pk")[:size]
         upper = window.aggregate(upper=Max("pk"))["upper"]
@@ -121,6 +127,8 @@ def delete_purgeable(
             progress.advance(removed)
         if batch_size is None:
             size = next_batch_size(size, removed, elapsed, batch_seconds)
+        if pause:
+            time.sleep(pause)
     return BatchStats(
         deleted=Deleted(outstanding=outstanding, blacklisted=blacklisted),
         batches=batches,

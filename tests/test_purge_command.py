@@ -1,0 +1,335 @@
+"""token_purge through manage.py, in-process: output, dry run, bad input, options, settings."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection, connections
+from django.test import modify_settings, override_settings
+from django.utils import timezone as dj_timezone
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+from tests.conftest import utcnow
+from tests.purge_support import bulk_tokens, orphan_blacklist_rows, snapshot
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DAY = timedelta(days=1)
+
+
+def population(using: str = "default") -> dict[str, list[int]]:
+    """Expired and live rows, blacklisted or not, for a user and for a deleted user."""
+    now = utcnow()
+    user, _ = get_user_model()._default_manager.db_manager(using).get_or_create(username="bob")
+    rows = {
+        "expired": bulk_tokens([now - 3 * DAY, now - 2 * DAY], user=user, using=using),
+        "expired_black": bulk_tokens([now - 10 * DAY], blacklisted=[True], user=user, using=using),
+        "live": bulk_tokens([now + DAY, now + 2 * DAY], user=user, using=using),
+        "live_black": bulk_tokens([now + 3 * DAY], blacklisted=[True], user=user, using=using),
+    }
+    return rows
+
+
+def pks(using: str = "default") -> set[int]:
+    return set(OutstandingToken.objects.using(using).values_list("pk", flat=True))
+
+
+def test_table_output_deletes_only_purgeable_rows(manage):
+    rows = population()
+    result = manage("token_purge")
+    assert result.code == 0, result.err
+    assert result.err == ""
+    lines = result.out.splitlines()
+    assert re.fullmatch(
+        r"Deleted 3 outstanding and 1 blacklisted tokens from database 'default' in "
+        r"\d+\.\d\d s \(\d+ batches, longest transaction \d+\.\d\d s\)\.",
+        lines[0],
+    ), lines[0]
+    assert lines[1].startswith("Cutoff: tokens that expired at or before ")
+    assert "(set by --older-than; older-than 0m, LEEWAY 0m)." in lines[1]
+    assert lines[3].split() == ["tokens", "before", "purgeable", "deleted", "after"]
+    assert lines[5].split() == ["outstanding", "6", "3", "3", "3"]
+    assert lines[6].split() == ["blacklisted", "2", "1", "1", "1"]
+    assert pks() == set(rows["live"] + rows["live_black"])
+    assert list(BlacklistedToken.objects.values_list("token_id", flat=True)) == rows["live_black"]
+
+
+def test_json_output(manage):
+    population()
+    result = manage("token_purge", "--format", "json", "--older-than", "5d")
+    assert result.code == 0, result.err
+    assert result.err == ""
+    data = json.loads(result.out)
+    assert data["dry_run"] is False
+    assert data["database"] == "default"
+    assert data["cutoff_reason"] == "older-than"
+    assert data["older_than_seconds"] == 5 * 86400
+    cutoff = datetime.fromisoformat(data["cutoff"])
+    assert abs(cutoff - (utcnow() - 5 * DAY)) < timedelta(minutes=1)
+    assert data["before"] == {"outstanding": 6, "blacklisted": 2}
+    assert data["purgeable"] == {"outstanding": 1, "blacklisted": 1}
+    assert data["deleted"] == {"outstanding": 1, "blacklisted": 1}
+    assert data["after"] == {"outstanding": 5, "blacklisted": 1}
+    assert isinstance(data["seconds"], float)
+    assert OutstandingToken.objects.count() == 5
+
+
+def test_dry_run_says_so_and_writes_nothing(manage):
+    population()
+    before = snapshot()
+    result = manage("token_purge", "--dry-run")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0] == (
+        "Dry run: nothing was deleted. Would delete 3 outstanding and 1 blacklisted tokens "
+        "from database 'default'."
+    )
+    assert snapshot() == before
+
+    data = json.loads(manage("token_purge", "--dry-run", "--format", "json").out)
+    assert data["dry_run"] is True
+    assert data["purgeable"] == {"outstanding": 3, "blacklisted": 1}
+    assert data["deleted"] == {"outstanding": 0, "blacklisted": 0}
+    assert data["after"] == data["before"] == {"outstanding": 6, "blacklisted": 2}
+    assert snapshot() == before
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="file-level check is SQLite's")
+def test_dry_run_leaves_the_sqlite_file_unchanged(manage):
+    population()
+    connections["default"].close()
+    path = Path(connections["default"].settings_dict["NAME"])
+    watcher = sqlite3.connect(path)
+    version = watcher.execute("PRAGMA data_version").fetchone()[0]
+    digest, stat = hashlib.sha256(path.read_bytes()).hexdigest(), path.stat()
+
+    result = manage("token_purge", "--dry-run", "--format", "json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["purgeable"]["outstanding"] == 3
+
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] == version
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns
+    # The watcher does see a real purge: the check above could fail.
+    assert manage("token_purge").code == 0
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] != version
+    watcher.close()
+
+
+DURATION_HINT = "use a whole number and a unit (m, h, d, w), for example 30m, 12h, 7d, 2w or 1w2d."
+BAD_ARGUMENTS = [
+    (
+        ["--older-than", "abc"],
+        f"argument --older-than: Invalid duration 'abc': {DURATION_HINT}",
+    ),
+    (
+        ["--older-than=-1d"],
+        f"argument --older-than: Invalid duration '-1d': {DURATION_HINT}",
+    ),
+    (["--older-than", "7"], f"argument --older-than: Invalid duration '7': {DURATION_HINT}"),
+    (["--older-than", "1.5d"], f"argument --older-than: Invalid duration '1.5d': {DURATION_HINT}"),
+    (
+        ["--older-than", "11000d"],
+        "argument --older-than: Duration '11000d' is too large (at most 10 years).",
+    ),
+    (
+        ["--batch-size", "0"],
+        "argument --batch-size: expected a whole number of at least 1, got '0'",
+    ),
+    (
+        ["--batch-size", "-5"],
+        "argument --batch-size: expected a whole number of at least 1, got '-5'",
+    ),
+    (
+        ["--batch-size", "ten"],
+        "argument --batch-size: expected a whole number of at least 1, got 'ten'",
+    ),
+    (
+        ["--format", "xml"],
+        "argument --format: invalid choice: 'xml' (choose from 'table', 'json')",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_ARGUMENTS)
+def test_bad_arguments_are_one_line_and_touch_nothing(manage, args, message):
+    population()
+    before = snapshot()
+    result = manage("token_purge", *args)
+    assert (result.code, result.out) == (2, "")
+    assert result.err == f"manage.py token_purge: error: {message}\n"
+    assert snapshot() == before
+
+
+def test_unknown_database_alias(manage):
+    population()
+    before = snapshot()
+    result = manage("token_purge", "--database", "nope")
+    assert (result.code, result.out) == (1, "")
+    assert result.err == (
+        "CommandError: Unknown database alias 'nope' (configured: default, secondary).\n"
+    )
+    assert snapshot() == before
+
+
+def test_bad_older_than_setting(manage):
+    population()
+    before = snapshot()
+    with override_settings(TOKENOPS={"OLDER_THAN": "a week"}):
+        result = manage("token_purge")
+    assert (result.code, result.out) == (1, "")
+    assert result.err == (
+        f"CommandError: TOKENOPS['OLDER_THAN']: Invalid duration 'a week': {DURATION_HINT}\n"
+    )
+    assert snapshot() == before
+
+
+def test_missing_blacklist_app(manage):
+    population()
+    before = snapshot()
+    with modify_settings(INSTALLED_APPS={"remove": ["rest_framework_simplejwt.token_blacklist"]}):
+        result = manage("token_purge")
+    assert (result.code, result.out) == (1, "")
+    assert result.err == (
+        "CommandError: 'rest_framework_simplejwt.token_blacklist' is not in INSTALLED_APPS: "
+        "tokenops works on simplejwt's token blacklist tables; add the app and run "
+        "'python manage.py migrate'.\n"
+    )
+    assert snapshot() == before
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
+def test_database_option_purges_only_that_database(manage):
+    population("default")
+    on_secondary = population("secondary")
+    before_default = snapshot("default")
+    result = manage("token_purge", "--database", "secondary", "--format", "json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert data["database"] == "secondary"
+    assert data["deleted"] == {"outstanding": 3, "blacklisted": 1}
+    assert snapshot("default") == before_default
+    assert pks("secondary") == set(on_secondary["live"] + on_secondary["live_black"])
+
+
+def test_one_info_line_per_run(caplog):
+    # call_command: manage.py's django.setup() would re-apply LOGGING over caplog's level.
+    population()
+    caplog.set_level(logging.INFO, logger="tokenops")
+    call_command("token_purge", "--dry-run", stdout=io.StringIO())
+    call_command("token_purge", "--older-than", "1h", stdout=io.StringIO())
+    records = [r for r in caplog.records if r.name == "tokenops"]
+    assert [r.levelno for r in records] == [logging.INFO, logging.INFO]
+    dry, real = (r.getMessage() for r in records)
+    assert re.fullmatch(
+        r"token purge \(dry run\) on 'default': cutoff \S+ \(older-than\), 3 outstanding and "
+        r"1 blacklisted rows would be deleted in \d+\.\d\d s",
+        dry,
+    ), dry
+    assert re.fullmatch(
+        r"token purge on 'default': cutoff \S+ \(older-than\), 3 outstanding and "
+        r"1 blacklisted rows deleted in \d+\.\d\d s",
+        real,
+    ), real
+
+
+def test_use_tz_false_compares_in_utc_not_local_time(manage):
+    """simplejwt stores naive UTC with USE_TZ=False; Moscow local time is 3 h ahead."""
+    with override_settings(USE_TZ=False, TIME_ZONE="Europe/Moscow"):
+        now = datetime.now(timezone.utc)
+        expired = bulk_tokens([now - timedelta(hours=2)], blacklisted=[True])
+        live = bulk_tokens([now + timedelta(hours=1)], blacklisted=[True])
+        stored_live = OutstandingToken.objects.get(pk=live[0]).expires_at
+        assert stored_live.tzinfo is None
+        # The trap: naive local "now" is later than the live row's naive UTC expiry.
+        assert stored_live < dj_timezone.now()
+        result = manage("token_purge", "--format", "json")
+        assert result.code == 0, result.err
+        assert json.loads(result.out)["deleted"] == {"outstanding": 1, "blacklisted": 1}
+        assert pks() == set(live)
+        assert BlacklistedToken.objects.filter(token_id=live[0]).exists()
+        assert not set(expired) & pks()
+
+
+def test_leeway_from_settings_keeps_tokens_it_still_accepts(manage):
+    now = utcnow()
+    kept = bulk_tokens([now - timedelta(minutes=30)], blacklisted=[True])
+    gone = bulk_tokens([now - timedelta(hours=2)], blacklisted=[True])
+    with override_settings(SIMPLE_JWT={"LEEWAY": 3600}):
+        result = manage("token_purge", "--format", "json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert (data["cutoff_reason"], data["leeway_seconds"]) == ("LEEWAY", 3600.0)
+    assert pks() == set(kept)
+    assert not set(gone) & pks()
+
+
+def test_sliding_tokens_widen_the_cutoff(manage):
+    now = utcnow()
+    kept = bulk_tokens([now - timedelta(hours=20)], blacklisted=[True])
+    gone = bulk_tokens([now - timedelta(hours=30)], blacklisted=[True])
+    jwt = {"AUTH_TOKEN_CLASSES": ("rest_framework_simplejwt.tokens.SlidingToken",)}
+    with override_settings(SIMPLE_JWT=jwt):
+        result = manage("token_purge", "--format", "json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert (data["cutoff_reason"], data["sliding_window_seconds"]) == ("sliding window", 86400.0)
+    assert pks() == set(kept)
+    assert not set(gone) & pks()
+
+
+def test_tokens_of_deleted_users_go_by_expiry_only(manage):
+    now = utcnow()
+    user = get_user_model()._default_manager.create(username="carol")
+    expired = bulk_tokens([now - DAY, now - 2 * DAY], blacklisted=[True, False], user=user)
+    live = bulk_tokens([now + DAY, now + 2 * DAY], blacklisted=[True, False], user=user)
+    user.delete()
+    assert OutstandingToken.objects.filter(user__isnull=True).count() == 4
+    result = manage("token_purge", "--format", "json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["deleted"] == {"outstanding": 2, "blacklisted": 1}
+    assert pks() == set(live)
+    assert not set(expired) & pks()
+    assert orphan_blacklist_rows() == 0
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("tty", "args", "bar"),
+    [
+        (False, [], False),
+        (True, [], True),
+        (True, ["--no-progress"], False),
+        (True, ["--verbosity", "0"], False),
+    ],
+)
+def test_progress_bar_only_on_a_terminal(manage, monkeypatch, tty, args, bar):
+    bulk_tokens([utcnow() - DAY] * 50)
+    terminal = FakeTerminal()
+    with monkeypatch.context() as patch:
+        if tty:
+            patch.setattr("sys.stderr", terminal)
+        result = manage("token_purge", "--batch-size", "10", *args)
+        drawn = terminal.getvalue()
+    assert result.code == 0
+    assert result.err == ""
+    assert ("/50 [" in drawn and "rows/s" in drawn) is bar, drawn
+    assert not drawn or bar
+    if "--verbosity" in args:
+        assert result.out == ""
+    else:
+        assert result.out.startswith("Deleted 50 outstanding")
+    assert OutstandingToken.objects.count() == 0
