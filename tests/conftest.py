@@ -62,8 +62,8 @@ def make_tokens(db: None) -> Callable[..., list[OutstandingToken]]:
         using: str = "default",
     ) -> list[OutstandingToken]:
         if user is None:
-            user, _ = get_user_model()._default_manager.db_manager(using).get_or_create(
-                username="alice"
+            user, _ = (
+                get_user_model()._default_manager.db_manager(using).get_or_create(username="alice")
             )
         rows = []
         for expires in expiries:

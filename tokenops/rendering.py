@@ -10,15 +10,19 @@ import csv
 import io
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
 from .counting import AGE_BUCKETS, TableCounts, TokenCounts
 from .cutoff import OLDER_THAN, Cutoff
+from .dbtime import as_utc
 from .durations import format_duration
 from .purging import PurgeResult
 from .reporting import Report
+
+if TYPE_CHECKING:
+    from .history import PurgeStatus
 
 TABLE_FORMAT = "simple"
 KINDS = ("outstanding", "blacklisted")
@@ -91,7 +95,59 @@ def report_dict(report: Report) -> dict[str, Any]:
             {"user_id": user.user_id, "username": user.username, "tokens": user.tokens}
             for user in report.top_users
         ],
+        **history_dict(report.history),
     }
+
+
+def history_dict(status: PurgeStatus | None) -> dict[str, Any]:
+    if status is None:
+        return {}
+    last = status.last_success
+    return {
+        "last_purge": None
+        if last is None
+        else {
+            "started_at": as_utc(last.started_at).isoformat(),
+            "finished_at": None
+            if last.finished_at is None
+            else as_utc(last.finished_at).isoformat(),
+            "trigger": last.trigger,
+            "started_by": last.started_by,
+            "deleted": {
+                "outstanding": last.outstanding_deleted,
+                "blacklisted": last.blacklisted_deleted,
+            },
+        },
+        "purge_overdue": status.overdue,
+    }
+
+
+def last_purge_line(status: PurgeStatus) -> str:
+    if not status.available:
+        return f"Last successful purge: unknown (the purge history cannot be read: {status.error})"
+    last = status.last_success
+    if last is None:
+        return "Last successful purge: none recorded."
+    by = f", {last.started_by}" if last.started_by else ""
+    return (
+        f"Last successful purge: {when(as_utc(last.finished_at or last.started_at))} "
+        f"({last.get_trigger_display()}{by}), {last.outstanding_deleted} outstanding and "
+        f"{last.blacklisted_deleted} blacklisted tokens deleted."
+    )
+
+
+def overdue_warning(status: PurgeStatus) -> str:
+    """Why a missing purge matters: the scheduled job may have stopped without a word."""
+    if status.last_success is None:
+        return (
+            f"Warning: no purge has succeeded since the purge history began "
+            f"{status.days_since} days ago, and {status.purgeable} tokens are purgeable. "
+            f"Is the scheduled purge running?"
+        )
+    return (
+        f"Warning: no purge has succeeded for {status.days_since} days, and "
+        f"{status.purgeable} tokens are purgeable. Is the scheduled purge still running?"
+    )
 
 
 def user_label(username: str | None) -> str:
@@ -134,6 +190,8 @@ def render_report(report: Report, fmt: str) -> str:
                 tablefmt=TABLE_FORMAT,
             ),
         ]
+    if report.history is not None:
+        parts += ["", last_purge_line(report.history)]
     return "\n".join(parts)
 
 

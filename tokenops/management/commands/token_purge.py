@@ -3,6 +3,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from ...app_settings import get_settings
+from ...history import login_name, terminate_as_interrupt
 from ...progress import terminal_progress
 from ...purging import run_purge
 from ...rendering import render_purge
@@ -60,14 +61,17 @@ class Command(TokenopsCommand):
         conf = get_settings()
         progress = terminal_progress(self.stderr._out, enabled=not no_progress and verbosity > 0)
         try:
-            result = run_purge(
-                database,
-                self.older_than_or_default(older_than),
-                dry_run=dry_run,
-                batch_size=batch_size or conf.batch_size,
-                batch_seconds=conf.batch_seconds,
-                progress=progress,
-            )
+            with terminate_as_interrupt():
+                result = run_purge(
+                    database,
+                    self.older_than_or_default(older_than),
+                    dry_run=dry_run,
+                    batch_size=batch_size or conf.batch_size,
+                    batch_seconds=conf.batch_seconds,
+                    progress=progress,
+                    started_by=login_name(),
+                    warn=lambda message: self.stderr.write(f"Warning: {message}"),
+                )
         except KeyboardInterrupt:
             raise CommandError(
                 "Interrupted: every finished batch is committed and the tables are "

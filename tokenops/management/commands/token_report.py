@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from ...app_settings import get_settings
-from ...rendering import render_report
+from ...rendering import overdue_warning, render_report
 from ...reporting import build_report
 from ..base import TokenopsCommand, count_arg
 
@@ -40,3 +40,5 @@ class Command(TokenopsCommand):
             get_settings().report_top if top is None else top,
         )
         self.stdout.write(render_report(report, format))
+        if report.history is not None and report.history.overdue:
+            self.stderr.write(overdue_warning(report.history))
