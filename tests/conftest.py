@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -80,3 +84,36 @@ def make_tokens(db: None) -> Callable[..., list[OutstandingToken]]:
         return rows
 
     return make
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_manage(
+    *args: str, env: dict[str, str] | None = None, **kwargs: object
+) -> subprocess.CompletedProcess:
+    """Run ``python manage.py <args>`` as a real process, like a user or a scheduler does."""
+    full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "my_bathhouse_backend.settings"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        timeout=300,
+        check=False,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh, migrated SQLite file that subprocesses can use through DATABASE_URL."""
+    path = tmp_path_factory.mktemp("db") / "project.sqlite3"
+    done = run_manage("migrate", "-v", "0", env={"DATABASE_URL": sqlite_url(path)})
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.as_posix()}"

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from django.conf import settings
 from django.utils.module_loading import import_string
-from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt import settings as simplejwt_settings
 from rest_framework_simplejwt.tokens import SlidingToken
 
 from .app_settings import as_timedelta, get_settings
@@ -51,12 +52,17 @@ class Cutoff:
         return self.db_value(self.now)
 
 
+def jwt_setting(name: str) -> Any:
+    """Read a SIMPLE_JWT setting through the module, which simplejwt rebinds on reload."""
+    return getattr(simplejwt_settings.api_settings, name)
+
+
 def sliding_tokens_in_use() -> bool:
     """True when TOKENOPS says so, or (``"auto"``) when a SlidingToken can authenticate."""
     configured = get_settings().sliding_tokens
     if configured != "auto":
         return bool(configured)
-    for path in api_settings.AUTH_TOKEN_CLASSES:
+    for path in jwt_setting("AUTH_TOKEN_CLASSES"):
         token_class = import_string(path) if isinstance(path, str) else path
         if isinstance(token_class, type) and issubclass(token_class, SlidingToken):
             return True
@@ -71,13 +77,13 @@ def sliding_window(leeway: timedelta) -> timedelta:
     created + SLIDING_TOKEN_REFRESH_LIFETIME`` and the row's ``expires_at = created +
     SLIDING_TOKEN_LIFETIME``, that is ``expires_at + REFRESH_LIFETIME + 2 * leeway``.
     """
-    return as_timedelta(api_settings.SLIDING_TOKEN_REFRESH_LIFETIME) + 2 * leeway
+    return as_timedelta(jwt_setting("SLIDING_TOKEN_REFRESH_LIFETIME")) + 2 * leeway
 
 
 def safe_cutoff(older_than: timedelta, now: datetime | None = None) -> Cutoff:
     """Rows that expired more than ``max(older_than, LEEWAY, sliding window)`` ago."""
     now = now or datetime.now(timezone.utc)
-    leeway = as_timedelta(api_settings.LEEWAY)
+    leeway = as_timedelta(jwt_setting("LEEWAY"))
     window = sliding_window(leeway) if sliding_tokens_in_use() else None
     candidates = [(older_than, OLDER_THAN), (leeway, LEEWAY)]
     if window is not None:

@@ -82,8 +82,8 @@ class TokenopsCommand(BaseCommand):
             metavar="DURATION",
             help=(
                 "Keep tokens until they have been expired this long, for example "
-                f"{EXAMPLES} (default: TOKENOPS['OLDER_THAN'], itself 0). LEEWAY and the "
-                "sliding refresh window are always respected on top of it."
+                f"{EXAMPLES} (default: TOKENOPS['OLDER_THAN'], which defaults to 0). "
+                "LEEWAY and the sliding refresh window are always respected on top of it."
             ),
         )
 

@@ -42,7 +42,7 @@ class Command(BaseCommand):
             "--blacklisted", type=float, default=0.3, help="Share blacklisted (0..1)."
         )
         parser.add_argument(
-            "--seed", type=int, default=1, help="Random seed (same seed, same data)."
+            "--seed", type=int, help="Random seed for repeatable data (default: new data each run)."
         )
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
 
@@ -54,7 +54,7 @@ class Command(BaseCommand):
         days: float,
         lifetime: str,
         blacklisted: float,
-        seed: int,
+        seed: int | None,
         database: str,
         verbosity: int,
         **options: Any,

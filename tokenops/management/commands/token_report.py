@@ -21,7 +21,7 @@ class Command(TokenopsCommand):
             type=count_arg,
             metavar="N",
             help="List the N users with the most outstanding tokens "
-            "(default: TOKENOPS['REPORT_TOP'], itself 10; 0 hides the list).",
+            "(default: TOKENOPS['REPORT_TOP'], which defaults to 10; 0 hides the list).",
         )
         parser.add_argument(
             "--format",

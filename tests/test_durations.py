@@ -1,0 +1,48 @@
+from datetime import timedelta
+
+import pytest
+
+from tokenops.durations import format_duration, parse_duration
+from tokenops.errors import TokenopsError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30m", timedelta(minutes=30)),
+        ("12h", timedelta(hours=12)),
+        ("7d", timedelta(days=7)),
+        ("2w", timedelta(weeks=2)),
+        ("1w2d", timedelta(days=9)),
+        ("1d12h30m", timedelta(days=1, hours=12, minutes=30)),
+        ("0d", timedelta(0)),
+        ("0", timedelta(0)),
+        (" 7D ", timedelta(days=7)),
+        ("520w", timedelta(weeks=520)),
+    ],
+)
+def test_valid_durations(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", " ", "7", "d", "-1d", "1.5d", "7x", "7 d", "1w-2d", "7д", "abc", "+7d"]
+)
+def test_invalid_durations_show_examples(text):
+    with pytest.raises(TokenopsError) as raised:
+        parse_duration(text)
+    assert str(raised.value) == (
+        f"Invalid duration {text!r}: use a whole number and a unit (m, h, d, w), "
+        "for example 30m, 12h, 7d, 2w or 1w2d."
+    )
+
+
+@pytest.mark.parametrize("text", ["3651d", "600w", "99999999999d", "100000h"])
+def test_absurd_durations_are_refused(text):
+    with pytest.raises(TokenopsError, match="too large"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["30m", "12h", "1w2d", "1d12h30m"])
+def test_format_round_trips(text):
+    assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)

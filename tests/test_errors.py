@@ -1,0 +1,127 @@
+"""Every bad input: one line on stderr, a non-zero exit, no traceback, nothing written."""
+
+import pytest
+
+from tests.conftest import run_manage, sqlite_url
+
+COMMANDS = ["token_report", "token_purge"]
+MIGRATE_HINT = "run 'python manage.py migrate --database default'."
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--older-than", "5x"],
+            "argument --older-than: Invalid duration '5x': use a whole number and a unit "
+            "(m, h, d, w), for example 30m, 12h, 7d, 2w or 1w2d.",
+        ),
+        (["--older-than=-1d"], "argument --older-than: Invalid duration '-1d'"),
+        (["--older-than", "9999w"], "argument --older-than: Duration '9999w' is too large"),
+        (["--format", "xml"], "argument --format: invalid choice: 'xml'"),
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(manage, command, args, message):
+    result = manage(command, *args)
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.startswith(f"manage.py {command}: error: {message}")
+    assert result.err.count("\n") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unknown_database_alias(manage, command):
+    result = manage(command, "--database", "nope")
+    assert (result.code, result.out) == (1, "")
+    assert result.err == (
+        "CommandError: Unknown database alias 'nope' (configured: default, secondary).\n"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("value", ["-1", "x", "1.5"])
+def test_report_top_must_be_a_count(manage, value):
+    result = manage("token_report", "--top", value)
+    assert result.code == 2
+    assert result.err == (
+        "manage.py token_report: error: argument --top: expected a whole number of 0 or "
+        f"more, got '{value}'\n"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bad_older_than_setting_is_explained(manage, settings):
+    settings.TOKENOPS = {"OLDER_THAN": "a week"}
+    result = manage("token_report")
+    assert result.code == 1
+    assert result.err.startswith("CommandError: TOKENOPS['OLDER_THAN']: Invalid duration 'a week'")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unknown_tokenops_setting_is_named(manage, settings):
+    settings.TOKENOPS = {"OLDER_THEN": "7d"}
+    result = manage("token_report")
+    assert (result.code, result.err) == (
+        1,
+        "CommandError: Unknown TOKENOPS setting(s): OLDER_THEN\n",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unmigrated_database_says_to_migrate(tmp_path, command):
+    empty = tmp_path / "empty.sqlite3"
+    done = run_manage(command, env={"DATABASE_URL": sqlite_url(empty)})
+    assert done.returncode == 1
+    assert done.stdout == b""
+    assert done.stderr.decode() == (
+        "CommandError: Table token_blacklist_outstandingtoken does not exist in database "
+        f"'default': {MIGRATE_HINT}\n"
+    )
+    assert empty.stat().st_size == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unreachable_database(command):
+    done = run_manage(command, env={"DATABASE_URL": "postgres://nobody@127.0.0.1:9/nowhere"})
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert err.startswith("CommandError: Cannot reach database 'default': ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_missing_blacklist_app_is_named(command, migrated_sqlite):
+    done = run_manage(
+        command,
+        env={
+            "DJANGO_SETTINGS_MODULE": "tests.settings_without_blacklist",
+            "DATABASE_URL": sqlite_url(migrated_sqlite),
+        },
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode() == (
+        "CommandError: 'rest_framework_simplejwt.token_blacklist' is not in INSTALLED_APPS: "
+        "tokenops works on simplejwt's token blacklist tables; add the app and run "
+        "'python manage.py migrate'.\n"
+    )
+
+
+@pytest.mark.slow
+def test_system_check_reports_the_missing_app(migrated_sqlite):
+    done = run_manage(
+        "check",
+        env={
+            "DJANGO_SETTINGS_MODULE": "tests.settings_without_blacklist",
+            "DATABASE_URL": sqlite_url(migrated_sqlite),
+        },
+    )
+    assert done.returncode == 1
+    assert b"(tokenops.E001) 'rest_framework_simplejwt.token_blacklist' is not in" in done.stderr

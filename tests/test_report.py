@@ -1,0 +1,130 @@
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import override_settings
+
+from my_bathhouse_backend.settings import SIMPLE_JWT
+from tests.conftest import utcnow
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
+
+
+@pytest.fixture
+def population(make_tokens):
+    """2 active, 1 inside a 60 s LEEWAY, 4 expired long ago; 1 token of a deleted user."""
+    now = utcnow()
+    bob = get_user_model().objects.create(username="bob")
+    gone = get_user_model().objects.create(username="gone")
+    make_tokens([now + timedelta(days=2)], blacklisted=True)
+    make_tokens([now + timedelta(hours=1)], user=bob)
+    make_tokens([now - timedelta(seconds=30)], blacklisted=True)
+    make_tokens([now - timedelta(hours=2)], blacklisted=True, user=bob)
+    make_tokens([now - timedelta(days=3), now - timedelta(days=10)])
+    make_tokens([now - timedelta(days=40)], user=gone)
+    gone.delete()
+
+
+def report(manage, *args):
+    result = manage("token_report", "--format", "json", *args)
+    assert (result.code, result.err) == (0, "")
+    return json.loads(result.out)
+
+
+EXPECTED = {
+    "outstanding": {"total": 7, "active": 2, "expired": 5, "purgeable": 4},
+    "blacklisted": {"total": 3, "active": 1, "expired": 2, "purgeable": 1},
+}
+
+
+@override_settings(SIMPLE_JWT={**SIMPLE_JWT, "LEEWAY": 60})
+def test_counts_respect_leeway(manage, population):
+    data = report(manage)
+    assert {key: data[key] for key in EXPECTED} == EXPECTED
+    assert data["cutoff_reason"] == "LEEWAY"
+    assert data["database"] == "default"
+    assert [(b["age"], b["outstanding"], b["blacklisted"]) for b in data["expired_by_age"]] == [
+        ("< 1 day", 2, 2),
+        ("1-7 days", 1, 0),
+        ("7-30 days", 1, 0),
+        ("> 30 days", 1, 0),
+    ]
+
+
+@pytest.fixture
+def moscow_without_tz(settings):
+    settings.USE_TZ = False
+    settings.TIME_ZONE = "Europe/Moscow"
+
+
+@override_settings(SIMPLE_JWT={**SIMPLE_JWT, "LEEWAY": 60})
+def test_counts_without_use_tz_in_a_non_utc_time_zone(manage, moscow_without_tz, population):
+    # Moscow is UTC+3: comparing naive UTC rows with local time would call the
+    # token expiring in 1 h expired and the LEEWAY token purgeable.
+    assert {key: report(manage)[key] for key in EXPECTED} == EXPECTED
+
+
+def test_without_leeway_every_expired_row_is_purgeable(manage, population):
+    data = report(manage)
+    assert data["outstanding"]["purgeable"] == 5
+    assert data["blacklisted"]["purgeable"] == 2
+
+
+def test_older_than_keeps_recently_expired_rows(manage, population):
+    data = report(manage, "--older-than", "1w")
+    assert (data["outstanding"]["purgeable"], data["blacklisted"]["purgeable"]) == (2, 0)
+    assert data["cutoff_reason"] == "older-than"
+
+
+def test_top_users_name_deleted_users(manage, population):
+    data = report(manage, "--top", "3")
+    assert data["top_users"] == [
+        {"user_id": data["top_users"][0]["user_id"], "username": "alice", "tokens": 4},
+        {"user_id": data["top_users"][1]["user_id"], "username": "bob", "tokens": 2},
+        {"user_id": None, "username": None, "tokens": 1},
+    ]
+
+
+def test_table_shows_summary_buckets_and_users(manage, population):
+    result = manage("token_report", "--top", "3")
+    assert (result.code, result.err) == (0, "")
+    lines = result.out.splitlines()
+    assert lines[0].startswith("Token report for database 'default' at ")
+    assert "(set by --older-than; older-than 0m, LEEWAY 0m)." in lines[1]
+    assert lines[3:7] == [
+        "tokens         total    active    expired    purgeable",
+        "-----------  -------  --------  ---------  -----------",
+        "outstanding        7         2          5            5",
+        "blacklisted        3         1          2            2",
+    ]
+    assert "Top 3 users by outstanding tokens" in lines
+    assert "(deleted user)         1" in lines
+
+
+def test_csv_is_the_summary(manage, population):
+    result = manage("token_report", "--format", "csv")
+    assert result.out.splitlines() == [
+        "tokens,total,active,expired,purgeable",
+        "outstanding,7,2,5,5",
+        "blacklisted,3,1,2,2",
+    ]
+
+
+def test_top_zero_hides_the_user_list(manage, population):
+    result = manage("token_report", "--top", "0")
+    assert "users by outstanding tokens" not in result.out
+
+
+def test_database_option_reads_the_other_database(manage, make_tokens, population):
+    make_tokens([utcnow() - timedelta(days=1)], using="secondary")
+    data = report(manage, "--database", "secondary")
+    assert data["database"] == "secondary"
+    assert data["outstanding"] == {"total": 1, "active": 0, "expired": 1, "purgeable": 1}
+
+
+def test_report_runs_no_per_row_query(population, django_assert_max_num_queries):
+    from tokenops.reporting import build_report
+
+    with django_assert_max_num_queries(6):
+        build_report("default", timedelta(0), 10)
