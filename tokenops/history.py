@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -134,6 +134,7 @@ class PurgeRecorder:
         if exc is None:
             row.outcome = Outcome.OK
         else:
+            self._reconnect_if_broken()
             self._count_deleted()
             if isinstance(exc, Exception):
                 row.outcome = Outcome.FAILED
@@ -179,6 +180,18 @@ class PurgeRecorder:
         row.outstanding_after = result.after.outstanding.total
         row.blacklisted_after = result.after.blacklisted.total
 
+    def _reconnect_if_broken(self) -> None:
+        """A signal can land between a query and its result and leave the connection
+        unusable ("commands out of sync" on MySQL); the row still has to be written."""
+        try:
+            connection = connections[self.using]
+            if connection.in_atomic_block or connection.connection is None:
+                return
+            if not connection.is_usable():
+                connection.close()
+        except Exception:  # an unknown alias or a dead server: the writes will say so
+            return
+
     def _count_deleted(self) -> None:
         """What a stopped purge deleted: the purgeable rows under its cutoff that are gone.
 
@@ -191,11 +204,10 @@ class PurgeRecorder:
         row.outstanding_deleted = self.deleted_so_far
         from .counting import count_tokens
 
-        try:
-            with transaction.atomic(using=self.using):
-                now = count_tokens(self.using, self.cutoff)
-        except Exception:  # the database may be what failed: keep the heartbeat's count
-            return
+        counted: list[TokenCounts] = []
+        if not self._write(lambda: counted.append(count_tokens(self.using, self.cutoff))):
+            return  # the database may be what failed: keep the heartbeat's count
+        now = counted[0]
         row.outstanding_deleted = row.outstanding_purgeable - now.outstanding.purgeable
         row.blacklisted_deleted = row.blacklisted_purgeable - now.blacklisted.purgeable
         row.outstanding_after = now.outstanding.total
