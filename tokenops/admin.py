@@ -16,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext
 
 from .app_settings import get_settings
 from .chart import expiry_chart
@@ -171,8 +171,8 @@ class TokenHygieneAdmin(admin.ModelAdmin):
         except DatabaseError as exc:
             messages.error(
                 request,
-                _("Database error on %(db)r: %(error)s")
-                % {"db": self.using, "error": first_line(exc)},
+                _("Database error on %(alias)s: %(error)s")
+                % {"alias": repr(self.using), "error": first_line(exc)},
             )
         return None
 
@@ -183,8 +183,8 @@ class TokenHygieneAdmin(admin.ModelAdmin):
         except TokenopsError as exc:
             return None, str(exc)
         except DatabaseError as exc:
-            return None, _("Database error on %(db)r: %(error)s") % {
-                "db": self.using,
+            return None, _("Database error on %(alias)s: %(error)s") % {
+                "alias": repr(self.using),
                 "error": first_line(exc),
             }
 
@@ -197,8 +197,8 @@ class TokenHygieneAdmin(admin.ModelAdmin):
             counts = report.counts
             chart = expiry_chart(self.using, report.cutoff, counts)
             rows = [
-                {"kind": _("outstanding"), "counts": counts.outstanding},
-                {"kind": _("blacklisted"), "counts": counts.blacklisted},
+                {"kind": pgettext("tokens", "outstanding"), "counts": counts.outstanding},
+                {"kind": pgettext("tokens", "blacklisted"), "counts": counts.blacklisted},
             ]
             if report.history is not None and report.history.overdue:
                 warning = overdue_warning(report.history)
@@ -219,7 +219,7 @@ class TokenHygieneAdmin(admin.ModelAdmin):
             "rows": rows,
             "ages": [
                 {
-                    "label": label,
+                    "label": _(label),
                     "outstanding": report.counts.outstanding.expired_by_age[index],
                     "blacklisted": report.counts.blacklisted.expired_by_age[index],
                 }

@@ -46,9 +46,13 @@ def get_settings() -> TokenopsSettings:
     user: dict[str, Any] = getattr(settings, "TOKENOPS", {}) or {}
     unknown = set(user) - set(DEFAULTS)
     if unknown:
+        from django.utils.translation import gettext as _
+
         from .errors import TokenopsError
 
-        raise TokenopsError(f"Unknown TOKENOPS setting(s): {', '.join(sorted(unknown))}")
+        raise TokenopsError(
+            _("Unknown TOKENOPS setting(s): %(names)s") % {"names": ", ".join(sorted(unknown))}
+        )
     merged = {**DEFAULTS, **user}
     return TokenopsSettings(
         older_than=str(merged["OLDER_THAN"]),

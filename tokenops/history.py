@@ -106,6 +106,10 @@ class PurgeRecorder:
         self.deleted_so_far = 0
         self.last_beat: float | None = None
         self.cutoff: Cutoff | None = None
+        try:
+            self.outer_atomic = connections[using].in_atomic_block
+        except Exception:  # an unknown alias: the purge itself will say so
+            self.outer_atomic = False
         now = timezone.now()
         self.row = PurgeRun(
             started_at=now,
@@ -149,8 +153,8 @@ class PurgeRecorder:
         self._write(self._save)
         # A failed purge says what failed; a second line about its history would bury it.
         if exc is None and self.problem:
-            message = _("the purge history was not recorded in database %(db)r: %(error)s") % {
-                "db": self.using,
+            message = _("the purge history was not recorded in database %(db)s: %(error)s") % {
+                "db": repr(self.using),
                 "error": self.problem,
             }
             if self.warn is not None:
@@ -181,13 +185,21 @@ class PurgeRecorder:
         row.blacklisted_after = result.after.blacklisted.total
 
     def _reconnect_if_broken(self) -> None:
-        """A signal can land between a query and its result and leave the connection
-        unusable ("commands out of sync" on MySQL); the row still has to be written."""
+        """Give the final writes a working connection after an interruption.
+
+        A signal can land between a query and its result ("commands out of sync" on
+        MySQL) or inside a batch's atomic block after its COMMIT, leaving Django's
+        transaction state behind the database's. Outside a caller's own transaction,
+        drop such a connection and write on a fresh one.
+        """
         try:
             connection = connections[self.using]
-            if connection.in_atomic_block or connection.connection is None:
+            if self.outer_atomic:
                 return
-            if not connection.is_usable():
+            if connection.in_atomic_block:
+                connection.close()  # the half-done block: closing rolls it back
+                connections[self.using] = connections.create_connection(self.using)
+            elif connection.connection is not None and not connection.is_usable():
                 connection.close()
         except Exception:  # an unknown alias or a dead server: the writes will say so
             return
