@@ -20,6 +20,12 @@ DEFAULTS: dict[str, Any] = {
     "SLIDING_TOKENS": "auto",
     # How many users token_report lists by outstanding tokens.
     "REPORT_TOP": 10,
+    # Purge history rows older than this are deleted by the next purge; None keeps them all.
+    "HISTORY_KEEP": "365d",
+    # token_report warns when no purge has succeeded for this long while rows are purgeable.
+    "PURGE_WARN_AFTER": "14d",
+    # A run still "running" with no sign of life for this long was killed: interrupted.
+    "RUNNING_TIMEOUT": "1h",
 }
 
 
@@ -30,6 +36,9 @@ class TokenopsSettings:
     batch_seconds: float
     sliding_tokens: str | bool
     report_top: int
+    history_keep: str | None
+    purge_warn_after: str
+    running_timeout: str
 
 
 def get_settings() -> TokenopsSettings:
@@ -37,9 +46,13 @@ def get_settings() -> TokenopsSettings:
     user: dict[str, Any] = getattr(settings, "TOKENOPS", {}) or {}
     unknown = set(user) - set(DEFAULTS)
     if unknown:
+        from django.utils.translation import gettext as _
+
         from .errors import TokenopsError
 
-        raise TokenopsError(f"Unknown TOKENOPS setting(s): {', '.join(sorted(unknown))}")
+        raise TokenopsError(
+            _("Unknown TOKENOPS setting(s): %(names)s") % {"names": ", ".join(sorted(unknown))}
+        )
     merged = {**DEFAULTS, **user}
     return TokenopsSettings(
         older_than=str(merged["OLDER_THAN"]),
@@ -47,6 +60,9 @@ def get_settings() -> TokenopsSettings:
         batch_seconds=float(merged["BATCH_SECONDS"]),
         sliding_tokens=merged["SLIDING_TOKENS"],
         report_top=int(merged["REPORT_TOP"]),
+        history_keep=None if merged["HISTORY_KEEP"] is None else str(merged["HISTORY_KEEP"]),
+        purge_warn_after=str(merged["PURGE_WARN_AFTER"]),
+        running_timeout=str(merged["RUNNING_TIMEOUT"]),
     )
 
 

@@ -7,13 +7,18 @@ from typing import Any
 from django.apps import apps
 from django.core import checks
 from django.db import DatabaseError, connections
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .errors import TokenopsError
 
 BLACKLIST_APP = "rest_framework_simplejwt.token_blacklist"
-MISSING_APP = (
-    f"'{BLACKLIST_APP}' is not in INSTALLED_APPS: tokenops works on simplejwt's "
-    "token blacklist tables; add the app and run 'python manage.py migrate'."
+MISSING_APP = format_lazy(
+    _(
+        "'{app}' is not in INSTALLED_APPS: tokenops works on simplejwt's "
+        "token blacklist tables; add the app and run 'python manage.py migrate'."
+    ),
+    app=BLACKLIST_APP,
 )
 
 
@@ -27,16 +32,22 @@ def check_blacklist_app(app_configs: Any = None, **kwargs: Any) -> list[checks.C
 def ensure_ready(using: str) -> None:
     """Raise TokenopsError unless the blacklist app, the database and its tables are there."""
     if not apps.is_installed(BLACKLIST_APP):
-        raise TokenopsError(MISSING_APP)
+        raise TokenopsError(str(MISSING_APP))
     if using not in connections:
-        known = ", ".join(sorted(connections.settings)) or "none"
-        raise TokenopsError(f"Unknown database alias {using!r} (configured: {known}).")
+        known = ", ".join(sorted(connections.settings)) or _("none")
+        raise TokenopsError(
+            _("Unknown database alias %(alias)s (configured: %(known)s).")
+            % {"alias": repr(using), "known": known}
+        )
     connection = connections[using]
     try:
         connection.ensure_connection()
         tables = set(connection.introspection.table_names())
     except DatabaseError as exc:
-        raise TokenopsError(f"Cannot reach database {using!r}: {first_line(exc)}") from exc
+        raise TokenopsError(
+            _("Cannot reach database %(alias)s: %(error)s")
+            % {"alias": repr(using), "error": first_line(exc)}
+        ) from exc
     from rest_framework_simplejwt.token_blacklist.models import (
         BlacklistedToken,
         OutstandingToken,
@@ -49,8 +60,11 @@ def ensure_ready(using: str) -> None:
     ]
     if missing:
         raise TokenopsError(
-            f"Table {missing[0]} does not exist in database {using!r}: "
-            f"run 'python manage.py migrate --database {using}'."
+            _(
+                "Table %(table)s does not exist in database %(alias)s: "
+                "run 'python manage.py migrate --database %(database)s'."
+            )
+            % {"table": missing[0], "alias": repr(using), "database": using}
         )
 
 

@@ -7,16 +7,18 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
+from django.utils.translation import gettext_noop
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from .cutoff import Cutoff
 
 # (label, lower bound, upper bound) of how long ago an expired token expired.
+# The labels are English in JSON and CSV; tables translate them (gettext_noop marks them).
 AGE_BUCKETS: tuple[tuple[str, timedelta, timedelta | None], ...] = (
-    ("< 1 day", timedelta(0), timedelta(days=1)),
-    ("1-7 days", timedelta(days=1), timedelta(days=7)),
-    ("7-30 days", timedelta(days=7), timedelta(days=30)),
-    ("> 30 days", timedelta(days=30), None),
+    (gettext_noop("< 1 day"), timedelta(0), timedelta(days=1)),
+    (gettext_noop("1-7 days"), timedelta(days=1), timedelta(days=7)),
+    (gettext_noop("7-30 days"), timedelta(days=7), timedelta(days=30)),
+    (gettext_noop("> 30 days"), timedelta(days=30), None),
 )
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
 from .errors import TokenopsError
 
 UNITS: dict[str, timedelta] = {
@@ -14,7 +17,7 @@ UNITS: dict[str, timedelta] = {
     "w": timedelta(weeks=1),
 }
 MAX_DURATION = timedelta(days=3650)
-EXAMPLES = "30m, 12h, 7d, 2w or 1w2d"
+EXAMPLES = gettext_lazy("30m, 12h, 7d, 2w or 1w2d")
 _PART = re.compile(r"(\d+)([mhdw])")
 _WHOLE = re.compile(r"(?:\d+[mhdw])+")
 
@@ -26,17 +29,24 @@ def parse_duration(text: str) -> timedelta:
         return timedelta(0)
     if not _WHOLE.fullmatch(cleaned):
         raise TokenopsError(
-            f"Invalid duration {text!r}: use a whole number and a unit "
-            f"(m, h, d, w), for example {EXAMPLES}."
+            _(
+                "Invalid duration %(text)s: use a whole number and a unit "
+                "(m, h, d, w), for example %(examples)s."
+            )
+            % {"text": repr(text), "examples": EXAMPLES}
         )
     total = timedelta(0)
     for number, unit in _PART.findall(cleaned):
         if len(number) > 6:
-            raise TokenopsError(f"Duration {text!r} is too large (at most 10 years).")
+            raise TokenopsError(too_large(text))
         total += int(number) * UNITS[unit]
     if total > MAX_DURATION:
-        raise TokenopsError(f"Duration {text!r} is too large (at most 10 years).")
+        raise TokenopsError(too_large(text))
     return total
+
+
+def too_large(text: str) -> str:
+    return _("Duration %(text)s is too large (at most 10 years).") % {"text": repr(text)}
 
 
 def format_duration(value: timedelta) -> str:

@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.db import connections, transaction
 from django.db.models import Max
@@ -19,6 +19,11 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from .checks import ensure_ready
 from .counting import TokenCounts, count_tokens
 from .cutoff import Cutoff, safe_cutoff
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .history import PurgeRecorder
 
 logger = logging.getLogger("tokenops")
 
@@ -144,13 +149,57 @@ def run_purge(
     batch_size: int | None = None,
     batch_seconds: float = 0.25,
     progress: Progress | None = None,
+    trigger: str = "command",
+    started_by: str = "",
+    warn: Callable[[str], None] | None = None,
 ) -> PurgeResult:
-    """Count, delete what is purgeable (unless ``dry_run``), count again."""
+    """Count, delete what is purgeable (unless ``dry_run``), count again; record it.
+
+    ``trigger`` ("command", "task", "admin") and ``started_by`` go into the purge
+    history; ``warn`` receives the one-line warning when the history row could not be
+    written (default: the "tokenops" logger).
+    """
+    from .history import PurgeRecorder  # models: only once the app registry is ready
+
+    recorder = PurgeRecorder(
+        using,
+        trigger=trigger,
+        started_by=started_by,
+        dry_run=dry_run,
+        older_than=older_than,
+        batch_size=batch_size,
+        warn=warn,
+    )
+    with recorder:
+        result = _purge(
+            using,
+            older_than,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            batch_seconds=batch_seconds,
+            progress=progress,
+            recorder=recorder,
+        )
+        recorder.finished(result)
+    return result
+
+
+def _purge(
+    using: str,
+    older_than: timedelta,
+    *,
+    dry_run: bool,
+    batch_size: int | None,
+    batch_seconds: float,
+    progress: Progress | None,
+    recorder: PurgeRecorder,
+) -> PurgeResult:
     started_at = datetime.now(timezone.utc)
     clock = time.monotonic()
     ensure_ready(using)
     cutoff = safe_cutoff(older_than, now=started_at)
     before = count_tokens(using, cutoff)
+    recorder.counted(cutoff, before)
     if dry_run:
         stats, after = BatchStats(), before
     else:
@@ -158,7 +207,11 @@ def run_purge(
             progress.start(before.outstanding.purgeable)
         try:
             stats = delete_purgeable(
-                using, cutoff, batch_size=batch_size, batch_seconds=batch_seconds, progress=progress
+                using,
+                cutoff,
+                batch_size=batch_size,
+                batch_seconds=batch_seconds,
+                progress=recorder.watch(progress),
             )
         finally:
             if progress is not None:

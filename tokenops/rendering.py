@@ -9,16 +9,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 from tabulate import tabulate
 
 from .counting import AGE_BUCKETS, TableCounts, TokenCounts
-from .cutoff import OLDER_THAN, Cutoff
+from .cutoff import OLDER_THAN, SLIDING, Cutoff
+from .dbtime import as_utc
 from .durations import format_duration
 from .purging import PurgeResult
 from .reporting import Report
+
+if TYPE_CHECKING:
+    from .history import PurgeStatus
 
 TABLE_FORMAT = "simple"
 KINDS = ("outstanding", "blacklisted")
@@ -32,12 +39,18 @@ def cutoff_line(cutoff: Cutoff) -> str:
     detail = [f"older-than {format_duration(cutoff.older_than)}"]
     detail.append(f"LEEWAY {format_duration(cutoff.leeway)}")
     if cutoff.sliding_window is not None:
-        detail.append(f"sliding window {format_duration(cutoff.sliding_window)}")
-    setter = "--older-than" if cutoff.reason == OLDER_THAN else cutoff.reason
-    return (
-        f"Cutoff: tokens that expired at or before {when(cutoff.moment)} are purgeable "
-        f"(set by {setter}; {', '.join(detail)})."
-    )
+        detail.append(
+            _("sliding window %(duration)s") % {"duration": format_duration(cutoff.sliding_window)}
+        )
+    setters = {OLDER_THAN: "--older-than", SLIDING: _("sliding window")}
+    return _(
+        "Cutoff: tokens that expired at or before %(moment)s are purgeable "
+        "(set by %(setter)s; %(detail)s)."
+    ) % {
+        "moment": when(cutoff.moment),
+        "setter": setters.get(cutoff.reason, cutoff.reason),
+        "detail": ", ".join(detail),
+    }
 
 
 def cutoff_dict(cutoff: Cutoff) -> dict[str, Any]:
@@ -61,14 +74,32 @@ def table_counts_dict(counts: TableCounts) -> dict[str, int]:
     }
 
 
-def _summary_rows(counts: TokenCounts) -> list[list[Any]]:
+def kind_label(kind: str) -> str:
+    return {
+        "outstanding": pgettext("tokens", "outstanding"),
+        "blacklisted": pgettext("tokens", "blacklisted"),
+    }[kind]
+
+
+def _summary_rows(counts: TokenCounts, label: Callable[[str], str] = str) -> list[list[Any]]:
     return [
-        [kind, c.total, c.active, c.expired, c.purgeable]
+        [label(kind), c.total, c.active, c.expired, c.purgeable]
         for kind, c in zip(KINDS, (counts.outstanding, counts.blacklisted), strict=True)
     ]
 
 
+# CSV keeps these English names (a file for programs); tables translate them.
 SUMMARY_HEADERS = ["tokens", "total", "active", "expired", "purgeable"]
+
+
+def summary_headers() -> list[str]:
+    return [
+        pgettext("tokens", "tokens"),
+        pgettext("tokens", "total"),
+        pgettext("tokens", "active"),
+        pgettext("tokens", "expired"),
+        pgettext("tokens", "purgeable"),
+    ]
 
 
 def report_dict(report: Report) -> dict[str, Any]:
@@ -91,11 +122,77 @@ def report_dict(report: Report) -> dict[str, Any]:
             {"user_id": user.user_id, "username": user.username, "tokens": user.tokens}
             for user in report.top_users
         ],
+        **history_dict(report.history),
     }
 
 
+def history_dict(status: PurgeStatus | None) -> dict[str, Any]:
+    if status is None:
+        return {}
+    last = status.last_success
+    return {
+        "last_purge": None
+        if last is None
+        else {
+            "started_at": as_utc(last.started_at).isoformat(),
+            "finished_at": None
+            if last.finished_at is None
+            else as_utc(last.finished_at).isoformat(),
+            "trigger": last.trigger,
+            "started_by": last.started_by,
+            "deleted": {
+                "outstanding": last.outstanding_deleted,
+                "blacklisted": last.blacklisted_deleted,
+            },
+        },
+        "purge_overdue": status.overdue,
+    }
+
+
+def last_purge_line(status: PurgeStatus) -> str:
+    if not status.available:
+        return _("Last successful purge: unknown (the purge history cannot be read: %(error)s)") % {
+            "error": status.error
+        }
+    last = status.last_success
+    if last is None:
+        return _("Last successful purge: none recorded.")
+    by = f", {last.started_by}" if last.started_by else ""
+    return _(
+        "Last successful purge: %(moment)s (%(trigger)s%(by)s), %(outstanding)s outstanding "
+        "and %(blacklisted)s blacklisted tokens deleted."
+    ) % {
+        "moment": when(as_utc(last.finished_at or last.started_at)),
+        "trigger": last.get_trigger_display(),
+        "by": by,
+        "outstanding": last.outstanding_deleted,
+        "blacklisted": last.blacklisted_deleted,
+    }
+
+
+def overdue_warning(status: PurgeStatus) -> str:
+    """Why a missing purge matters: the scheduled job may have stopped without a word."""
+    values = {"days": status.days_since, "purgeable": status.purgeable}
+    if status.last_success is None:
+        return (
+            _(
+                "Warning: no purge has succeeded since the purge history began "
+                "%(days)s days ago, and %(purgeable)s tokens are purgeable. "
+                "Is the scheduled purge running?"
+            )
+            % values
+        )
+    return (
+        _(
+            "Warning: no purge has succeeded for %(days)s days, and "
+            "%(purgeable)s tokens are purgeable. Is the scheduled purge still running?"
+        )
+        % values
+    )
+
+
 def user_label(username: str | None) -> str:
-    return "(deleted user)" if username is None else username
+    return _("(deleted user)") if username is None else username
 
 
 def render_report(report: Report, fmt: str) -> str:
@@ -109,31 +206,44 @@ def render_report(report: Report, fmt: str) -> str:
         return buffer.getvalue().rstrip("\n")
     counts = report.counts
     parts = [
-        f"Token report for database '{report.database}' at {when(report.cutoff.now)}",
+        _("Token report for database '%(database)s' at %(moment)s")
+        % {"database": report.database, "moment": when(report.cutoff.now)},
         cutoff_line(report.cutoff),
         "",
-        tabulate(_summary_rows(counts), headers=SUMMARY_HEADERS, tablefmt=TABLE_FORMAT),
+        tabulate(
+            _summary_rows(counts, kind_label), headers=summary_headers(), tablefmt=TABLE_FORMAT
+        ),
         "",
-        "Expired tokens by time since expiry",
+        _("Expired tokens by time since expiry"),
         tabulate(
             [
-                [label, counts.outstanding.expired_by_age[i], counts.blacklisted.expired_by_age[i]]
+                [
+                    _(label),
+                    counts.outstanding.expired_by_age[i],
+                    counts.blacklisted.expired_by_age[i],
+                ]
                 for i, (label, _low, _high) in enumerate(AGE_BUCKETS)
             ],
-            headers=["expired", "outstanding", "blacklisted"],
+            headers=[
+                pgettext("tokens", "expired"),
+                pgettext("tokens", "outstanding"),
+                pgettext("tokens", "blacklisted"),
+            ],
             tablefmt=TABLE_FORMAT,
         ),
     ]
     if report.top_users:
         parts += [
             "",
-            f"Top {len(report.top_users)} users by outstanding tokens",
+            _("Top %(count)s users by outstanding tokens") % {"count": len(report.top_users)},
             tabulate(
                 [[user_label(u.username), u.tokens] for u in report.top_users],
-                headers=["user", "tokens"],
+                headers=[pgettext("tokens", "user"), pgettext("tokens", "tokens")],
                 tablefmt=TABLE_FORMAT,
             ),
         ]
+    if report.history is not None:
+        parts += ["", last_purge_line(report.history)]
     return "\n".join(parts)
 
 
@@ -161,17 +271,26 @@ def purge_dict(result: PurgeResult) -> dict[str, Any]:
 def purge_headline(result: PurgeResult) -> str:
     before = result.before
     if result.dry_run:
-        return (
-            f"Dry run: nothing was deleted. Would delete {before.outstanding.purgeable} "
-            f"outstanding and {before.blacklisted.purgeable} blacklisted tokens "
-            f"from database '{result.database}'."
-        )
-    return (
-        f"Deleted {result.deleted.outstanding} outstanding and {result.deleted.blacklisted} "
-        f"blacklisted tokens from database '{result.database}' in {result.seconds:.2f} s "
-        f"({result.stats.batches} batches, longest transaction "
-        f"{result.stats.longest_transaction:.2f} s)."
-    )
+        return _(
+            "Dry run: nothing was deleted. Would delete %(outstanding)s outstanding and "
+            "%(blacklisted)s blacklisted tokens from database '%(database)s'."
+        ) % {
+            "outstanding": before.outstanding.purgeable,
+            "blacklisted": before.blacklisted.purgeable,
+            "database": result.database,
+        }
+    return _(
+        "Deleted %(outstanding)s outstanding and %(blacklisted)s blacklisted tokens from "
+        "database '%(database)s' in %(seconds).2f s (%(batches)s batches, longest "
+        "transaction %(longest).2f s)."
+    ) % {
+        "outstanding": result.deleted.outstanding,
+        "blacklisted": result.deleted.blacklisted,
+        "database": result.database,
+        "seconds": result.seconds,
+        "batches": result.stats.batches,
+        "longest": result.stats.longest_transaction,
+    }
 
 
 def render_purge(result: PurgeResult, fmt: str) -> str:
@@ -180,7 +299,7 @@ def render_purge(result: PurgeResult, fmt: str) -> str:
     data = purge_dict(result)
     rows = [
         [
-            kind,
+            kind_label(kind),
             data["before"][kind],
             data["purgeable"][kind],
             data["deleted"][kind],
@@ -195,7 +314,13 @@ def render_purge(result: PurgeResult, fmt: str) -> str:
             "",
             tabulate(
                 rows,
-                headers=["tokens", "before", "purgeable", "deleted", "after"],
+                headers=[
+                    pgettext("tokens", "tokens"),
+                    pgettext("tokens", "before"),
+                    pgettext("tokens", "purgeable"),
+                    pgettext("tokens", "deleted"),
+                    pgettext("tokens", "after"),
+                ],
                 tablefmt=TABLE_FORMAT,
             ),
         ]

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
+from django.utils.translation import gettext as _
 
 from ..app_settings import get_settings
 from ..checks import first_line
@@ -24,7 +25,7 @@ class OneLineParser(CommandParser):
     def error(self, message: str) -> Any:
         if self.called_from_command_line:
             self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
-        raise CommandError(f"Error: {message}", returncode=USAGE_ERROR)
+        raise CommandError(_("Error: %(message)s") % {"message": message}, returncode=USAGE_ERROR)
 
 
 def duration_arg(text: str) -> timedelta:
@@ -40,7 +41,9 @@ def positive_int(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            _("expected a whole number of at least 1, got %(text)s") % {"text": repr(text)}
+        )
     return value
 
 
@@ -50,7 +53,9 @@ def count_arg(text: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            _("expected a whole number of 0 or more, got %(text)s") % {"text": repr(text)}
+        )
     return value
 
 
@@ -62,6 +67,8 @@ class TokenopsCommand(BaseCommand):
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         parser.__class__ = OneLineParser
+        # argparse wraps the description with re, which wants a str, not a lazy string.
+        parser.description = str(self.help) if self.help else None
         return parser
 
     def run_from_argv(self, argv: list[str]) -> None:
@@ -72,7 +79,7 @@ class TokenopsCommand(BaseCommand):
         parser.add_argument(
             "--database",
             default=DEFAULT_DB_ALIAS,
-            help='Database alias to work on (default: "%(default)s").',
+            help=_('Database alias to work on (default: "%(default)s").'),
         )
 
     def add_older_than_argument(self, parser: CommandParser) -> None:
@@ -80,11 +87,11 @@ class TokenopsCommand(BaseCommand):
             "--older-than",
             type=duration_arg,
             metavar="DURATION",
-            help=(
+            help=_(
                 "Keep tokens until they have been expired this long, for example "
-                f"{EXAMPLES} (default: TOKENOPS['OLDER_THAN'], which defaults to 0). "
+                "%(examples)s (default: TOKENOPS['OLDER_THAN'], which defaults to 0). "
                 "LEEWAY and the sliding refresh window are always respected on top of it."
-            ),
+            ).replace("%(examples)s", str(EXAMPLES)),
         )
 
     def older_than_or_default(self, value: timedelta | None) -> timedelta:
@@ -104,4 +111,7 @@ class TokenopsCommand(BaseCommand):
             raise CommandError(str(exc)) from exc
         except DatabaseError as exc:
             alias = options.get("database", DEFAULT_DB_ALIAS)
-            raise CommandError(f"Database error on {alias!r}: {first_line(exc)}") from exc
+            raise CommandError(
+                _("Database error on %(alias)s: %(error)s")
+                % {"alias": repr(alias), "error": first_line(exc)}
+            ) from exc

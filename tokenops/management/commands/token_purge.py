@@ -1,8 +1,11 @@
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from ...app_settings import get_settings
+from ...history import login_name, terminate_as_interrupt
 from ...progress import terminal_progress
 from ...purging import run_purge
 from ...rendering import render_purge
@@ -12,7 +15,7 @@ INTERRUPTED = 130
 
 
 class Command(TokenopsCommand):
-    help = (
+    help = gettext_lazy(
         "Delete simplejwt token rows that no setting of this project can still accept "
         "(expiry + max(--older-than, LEEWAY, sliding window)), blacklist rows first, in short "
         "batches. Safe to interrupt: run it again to finish."
@@ -22,27 +25,29 @@ class Command(TokenopsCommand):
         parser.add_argument(
             "--dry-run",
             action="store_true",
-            help="Show what would be deleted and write nothing.",
+            help=_("Show what would be deleted and write nothing."),
         )
         self.add_older_than_argument(parser)
         parser.add_argument(
             "--batch-size",
             type=positive_int,
             metavar="N",
-            help="Rows per transaction (default: sized so each transaction takes about "
-            "TOKENOPS['BATCH_SECONDS'], 0.25 s).",
+            help=_(
+                "Rows per transaction (default: sized so each transaction takes about "
+                "TOKENOPS['BATCH_SECONDS'], 0.25 s)."
+            ),
         )
         parser.add_argument(
             "--format",
             choices=["table", "json"],
             default="table",
-            help="Output format (default: table).",
+            help=_("Output format (default: table)."),
         )
         self.add_database_argument(parser)
         parser.add_argument(
             "--no-progress",
             action="store_true",
-            help="Never draw a progress bar (it is drawn only when stderr is a terminal).",
+            help=_("Never draw a progress bar (it is drawn only when stderr is a terminal)."),
         )
 
     def handle(
@@ -60,18 +65,25 @@ class Command(TokenopsCommand):
         conf = get_settings()
         progress = terminal_progress(self.stderr._out, enabled=not no_progress and verbosity > 0)
         try:
-            result = run_purge(
-                database,
-                self.older_than_or_default(older_than),
-                dry_run=dry_run,
-                batch_size=batch_size or conf.batch_size,
-                batch_seconds=conf.batch_seconds,
-                progress=progress,
-            )
+            with terminate_as_interrupt():
+                result = run_purge(
+                    database,
+                    self.older_than_or_default(older_than),
+                    dry_run=dry_run,
+                    batch_size=batch_size or conf.batch_size,
+                    batch_seconds=conf.batch_seconds,
+                    progress=progress,
+                    started_by=login_name(),
+                    warn=lambda message: self.stderr.write(
+                        _("Warning: %(message)s") % {"message": message}
+                    ),
+                )
         except KeyboardInterrupt:
             raise CommandError(
-                "Interrupted: every finished batch is committed and the tables are "
-                "consistent; run token_purge again to finish.",
+                _(
+                    "Interrupted: every finished batch is committed and the tables are "
+                    "consistent; run token_purge again to finish."
+                ),
                 returncode=INTERRUPTED,
             ) from None
         if format == "json" or verbosity > 0:

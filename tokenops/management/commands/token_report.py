@@ -1,15 +1,17 @@
 from typing import Any
 
 from django.core.management.base import CommandParser
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from ...app_settings import get_settings
-from ...rendering import render_report
+from ...rendering import overdue_warning, render_report
 from ...reporting import build_report
 from ..base import TokenopsCommand, count_arg
 
 
 class Command(TokenopsCommand):
-    help = (
+    help = gettext_lazy(
         "Show how many simplejwt tokens are outstanding, blacklisted, expired and safe to "
         "purge, by age and by user. Reads only; counts run in the database."
     )
@@ -20,14 +22,16 @@ class Command(TokenopsCommand):
             "--top",
             type=count_arg,
             metavar="N",
-            help="List the N users with the most outstanding tokens "
-            "(default: TOKENOPS['REPORT_TOP'], which defaults to 10; 0 hides the list).",
+            help=_(
+                "List the N users with the most outstanding tokens "
+                "(default: TOKENOPS['REPORT_TOP'], which defaults to 10; 0 hides the list)."
+            ),
         )
         parser.add_argument(
             "--format",
             choices=["table", "json", "csv"],
             default="table",
-            help="Output format (default: table).",
+            help=_("Output format (default: table)."),
         )
         self.add_database_argument(parser)
 
@@ -40,3 +44,5 @@ class Command(TokenopsCommand):
             get_settings().report_top if top is None else top,
         )
         self.stdout.write(render_report(report, format))
+        if report.history is not None and report.history.overdue:
+            self.stderr.write(overdue_warning(report.history))

@@ -1,0 +1,21 @@
+"""Datetimes as a DateTimeField stores them, whatever USE_TZ says."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from datetime import timezone as dt_timezone
+
+from django.conf import settings
+from django.utils import timezone
+
+
+def to_db(moment: datetime) -> datetime:
+    """An aware datetime as a DateTimeField holds it (naive local time when USE_TZ=False)."""
+    return moment if settings.USE_TZ else timezone.make_naive(moment)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A DateTimeField value as an aware UTC datetime."""
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value)
+    return value.astimezone(dt_timezone.utc)

@@ -1,0 +1,350 @@
+"""The purge history: one PurgeRun row per purge, written so that it never breaks the purge.
+
+A real purge inserts its row as "running" before it touches a token, beats a heartbeat
+while it deletes, and ends the row as ok, failed or interrupted. A process killed
+outright (SIGKILL, power loss) cannot write; its row stays "running" with a stale
+heartbeat, which readers show as interrupted and the next purge writes as such. A dry
+run makes exactly one write: its row, inserted at the end.
+
+Every write is in its own savepoint and every error is caught: a read-only database or
+an unmigrated tokenops table costs the history row, never the purge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from .app_settings import get_settings
+from .checks import first_line
+from .dbtime import as_utc, to_db
+from .durations import parse_duration
+from .errors import TokenopsError
+from .models import PurgeRun
+
+if TYPE_CHECKING:
+    from .counting import TokenCounts
+    from .cutoff import Cutoff
+    from .purging import Progress, PurgeResult
+
+# How often a running purge refreshes its heartbeat (the first batch always does).
+HEARTBEAT_SECONDS = 10.0
+RECENT_RUNS = 20
+Outcome = PurgeRun.Outcome
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl+C so the purge stops between statements and says so."""
+
+
+def login_name() -> str:
+    """Who runs this process, as the OS knows it ("" when it cannot tell)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name is not an error
+        return ""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into ``Terminated`` for the duration (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def setting_duration(name: str, text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except TokenopsError as exc:
+        raise TokenopsError(f"TOKENOPS['{name}']: {exc}") from exc
+
+
+def stale_before(now: datetime) -> datetime:
+    """A "running" row with no heartbeat since this moment (DB form) was interrupted."""
+    return to_db(now - setting_duration("RUNNING_TIMEOUT", get_settings().running_timeout))
+
+
+class PurgeRecorder:
+    """Context manager around one purge that keeps its PurgeRun row true."""
+
+    def __init__(
+        self,
+        using: str,
+        *,
+        trigger: str,
+        started_by: str,
+        dry_run: bool,
+        older_than: timedelta,
+        batch_size: int | None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.using = using
+        self.warn = warn
+        self.problem: str | None = None
+        self.deleted_so_far = 0
+        self.last_beat: float | None = None
+        self.cutoff: Cutoff | None = None
+        try:
+            self.outer_atomic = connections[using].in_atomic_block
+        except Exception:  # an unknown alias: the purge itself will say so
+            self.outer_atomic = False
+        now = timezone.now()
+        self.row = PurgeRun(
+            started_at=now,
+            heartbeat_at=now,
+            trigger=trigger,
+            started_by=(started_by or "")[:150],
+            dry_run=dry_run,
+            database=using,
+            older_than=older_than,
+            batch_size=batch_size,
+        )
+
+    def __enter__(self) -> PurgeRecorder:
+        if not self.row.dry_run and self._write(self._save):
+            self._write(self._housekeeping)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        row = self.row
+        row.finished_at = row.heartbeat_at = timezone.now()
+        if exc is None:
+            row.outcome = Outcome.OK
+        else:
+            self._reconnect_if_broken()
+            self._count_deleted()
+            if isinstance(exc, Exception):
+                row.outcome = Outcome.FAILED
+                row.error = first_line(exc)
+            else:
+                row.outcome = Outcome.INTERRUPTED
+                row.error = (
+                    _("Stopped by SIGTERM.")
+                    if isinstance(exc, Terminated)
+                    else _("Interrupted (Ctrl+C or SIGINT).")
+                )
+        self._write(self._save)
+        # A failed purge says what failed; a second line about its history would bury it.
+        if exc is None and self.problem:
+            message = _("the purge history was not recorded in database %(db)s: %(error)s") % {
+                "db": repr(self.using),
+                "error": self.problem,
+            }
+            if self.warn is not None:
+                self.warn(message)
+            else:
+                from .purging import logger
+
+                logger.warning("%s", message)
+        return False
+
+    def counted(self, cutoff: Cutoff, before: TokenCounts) -> None:
+        self.cutoff = cutoff
+        row = self.row
+        row.cutoff = to_db(cutoff.moment)
+        row.cutoff_reason = cutoff.reason
+        row.outstanding_before = before.outstanding.total
+        row.blacklisted_before = before.blacklisted.total
+        row.outstanding_purgeable = before.outstanding.purgeable
+        row.blacklisted_purgeable = before.blacklisted.purgeable
+        if not row.dry_run:
+            self._write(self._save)
+
+    def finished(self, result: PurgeResult) -> None:
+        row = self.row
+        row.outstanding_deleted = result.deleted.outstanding
+        row.blacklisted_deleted = result.deleted.blacklisted
+        row.outstanding_after = result.after.outstanding.total
+        row.blacklisted_after = result.after.blacklisted.total
+
+    def _reconnect_if_broken(self) -> None:
+        """Give the final writes a working connection after an interruption.
+
+        A signal can land between a query and its result ("commands out of sync" on
+        MySQL) or inside a batch's atomic block after its COMMIT, leaving Django's
+        transaction state behind the database's. Outside a caller's own transaction,
+        drop such a connection and write on a fresh one.
+        """
+        try:
+            connection = connections[self.using]
+            if self.outer_atomic:
+                return
+            if connection.in_atomic_block:
+                connection.close()  # the half-done block: closing rolls it back
+                connections[self.using] = connections.create_connection(self.using)
+            elif connection.connection is not None and not connection.is_usable():
+                connection.close()
+        except Exception:  # an unknown alias or a dead server: the writes will say so
+            return
+
+    def _count_deleted(self) -> None:
+        """What a stopped purge deleted: the purgeable rows under its cutoff that are gone.
+
+        New tokens never fall under a past cutoff, so the drop in purgeable rows is this
+        run's work (the last batch may have committed after the heartbeat counted).
+        """
+        row = self.row
+        if row.dry_run or self.cutoff is None or row.outstanding_purgeable is None:
+            return
+        row.outstanding_deleted = self.deleted_so_far
+        from .counting import count_tokens
+
+        counted: list[TokenCounts] = []
+        if not self._write(lambda: counted.append(count_tokens(self.using, self.cutoff))):
+            return  # the database may be what failed: keep the heartbeat's count
+        now = counted[0]
+        row.outstanding_deleted = row.outstanding_purgeable - now.outstanding.purgeable
+        row.blacklisted_deleted = row.blacklisted_purgeable - now.blacklisted.purgeable
+        row.outstanding_after = now.outstanding.total
+        row.blacklisted_after = now.blacklisted.total
+
+    def watch(self, progress: Progress | None) -> Progress:
+        """A Progress that passes everything on and keeps the heartbeat going."""
+        return _Heartbeat(self, progress)
+
+    def beat(self, rows: int) -> None:
+        self.deleted_so_far += rows
+        clock = time.monotonic()
+        if self.last_beat is not None and clock - self.last_beat < HEARTBEAT_SECONDS:
+            return
+        self.last_beat = clock
+        if self.row.pk is not None:
+            self._write(self._heartbeat)
+
+    def _save(self) -> None:
+        self.row.save(using=self.using)
+
+    def _heartbeat(self) -> None:
+        PurgeRun.objects.using(self.using).filter(pk=self.row.pk).update(
+            heartbeat_at=timezone.now(), outstanding_deleted=self.deleted_so_far
+        )
+
+    def _housekeeping(self) -> None:
+        """Close the rows of killed runs and drop rows older than HISTORY_KEEP."""
+        now = timezone.now()
+        runs = PurgeRun.objects.using(self.using).exclude(pk=self.row.pk)
+        for row in runs.filter(outcome=Outcome.RUNNING, heartbeat_at__lt=stale_before(now)):
+            row.outcome = Outcome.INTERRUPTED
+            row.finished_at = row.heartbeat_at
+            row.error = stale_error(row)
+            row.save(using=self.using, update_fields=["outcome", "finished_at", "error"])
+        keep = get_settings().history_keep
+        if keep is not None:
+            runs.filter(started_at__lt=to_db(now - setting_duration("HISTORY_KEEP", keep))).delete()
+
+    def _write(self, action: Callable[[], None]) -> bool:
+        try:
+            with transaction.atomic(using=self.using):
+                action()
+        except Exception as exc:
+            if self.problem is None:
+                self.problem = first_line(exc)
+            return False
+        return True
+
+
+def stale_error(row: PurgeRun) -> str:
+    return _(
+        "No sign of life since %(moment)s: the process was killed or lost "
+        "(out of memory, reboot, SIGKILL)."
+    ) % {"moment": as_utc(row.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S UTC")}
+
+
+class _Heartbeat:
+    def __init__(self, recorder: PurgeRecorder, inner: Progress | None) -> None:
+        self.recorder = recorder
+        self.inner = inner
+
+    def start(self, total: int) -> None:
+        if self.inner is not None:
+            self.inner.start(total)
+
+    def advance(self, rows: int) -> None:
+        self.recorder.beat(rows)
+        if self.inner is not None:
+            self.inner.advance(rows)
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
+@dataclass(frozen=True)
+class PurgeStatus:
+    """What the history says about the last successful purge, for reports and the admin."""
+
+    available: bool
+    error: str
+    last_success: PurgeRun | None
+    overdue: bool
+    # The moment "no success" is counted from: the last success, or the first recorded run.
+    since: datetime | None
+    purgeable: int
+    now: datetime
+
+    @property
+    def days_since(self) -> int | None:
+        return None if self.since is None else (self.now - self.since).days
+
+
+def _read(using: str, reader: Callable[[], Any]) -> tuple[Any, str]:
+    """Run a history query; a missing table or a dead connection is an answer, not a crash."""
+    try:
+        with transaction.atomic(using=using):
+            return reader(), ""
+    except Exception as exc:
+        return None, first_line(exc)
+
+
+def purge_status(using: str, now: datetime, purgeable: int) -> PurgeStatus:
+    """Overdue when rows are purgeable and nothing succeeded within PURGE_WARN_AFTER."""
+    warn_after = setting_duration("PURGE_WARN_AFTER", get_settings().purge_warn_after)
+    runs = PurgeRun.objects.using(using)
+
+    def read() -> tuple[PurgeRun | None, PurgeRun | None]:
+        last = runs.filter(outcome=Outcome.OK, dry_run=False).order_by("-started_at").first()
+        first = None if last is not None else runs.order_by("started_at").first()
+        return last, first
+
+    found, error = _read(using, read)
+    if found is None:
+        return PurgeStatus(False, error, None, False, None, purgeable, now)
+    last, first = found
+    if last is not None:
+        since: datetime | None = as_utc(last.finished_at or last.started_at)
+    else:
+        since = None if first is None else as_utc(first.started_at)
+    overdue = purgeable > 0 and since is not None and now - since > warn_after
+    return PurgeStatus(True, "", last, overdue, since, purgeable, now)
+
+
+def recent_runs(using: str, limit: int = RECENT_RUNS) -> list[PurgeRun]:
+    found, _error = _read(using, lambda: list(PurgeRun.objects.using(using)[:limit]))
+    return found or []
