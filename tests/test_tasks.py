@@ -20,6 +20,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from tests.conftest import utcnow
 from tokenops.errors import TokenopsError
+from tokenops.models import PurgeRun
 from tokenops.tasks import purge_expired_tokens
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
@@ -74,6 +75,8 @@ def test_returns_the_token_purge_json_and_deletes_exactly_the_purgeable_rows(row
     assert remaining() == kept
     assert BlacklistedToken.objects.count() == 2
     json.dumps(value)  # what the result backend stores
+    run = PurgeRun.objects.filter(dry_run=False).get()
+    assert (run.trigger, run.outcome, run.outstanding_deleted) == ("task", "ok", 3)
 
 
 def test_dry_run_writes_nothing(rows):

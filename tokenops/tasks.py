@@ -101,6 +101,7 @@ def purge_expired_tokens(
             dry_run=dry_run,
             batch_size=batch_size or conf.batch_size,
             batch_seconds=conf.batch_seconds,
+            trigger="task",
         )
     except (TokenopsError, DatabaseError) as exc:
         retries = self.request.retries
