@@ -110,6 +110,9 @@ TOKENOPS = {
     "BATCH_SECONDS": 0.25,
     "SLIDING_TOKENS": "auto",
     "REPORT_TOP": 10,
+    "HISTORY_KEEP": "365d",
+    "PURGE_WARN_AFTER": "14d",
+    "RUNNING_TIMEOUT": "1h",
 }
 
 # Celery (my_bathhouse_backend/celery.py reads every CELERY_* setting).
