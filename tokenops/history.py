@@ -124,7 +124,7 @@ class PurgeRecorder:
 
     def __enter__(self) -> PurgeRecorder:
         if not self.row.dry_run and self._write(self._save):
-            self._write(self._housekeeping)
+            self._housekeeping()
         return self
 
     def __exit__(
@@ -247,17 +247,33 @@ class PurgeRecorder:
         )
 
     def _housekeeping(self) -> None:
-        """Close the rows of killed runs and drop rows older than HISTORY_KEEP."""
+        """Close the rows of killed runs and drop rows older than HISTORY_KEEP.
+
+        Each write is its own transaction that starts by writing. On SQLite, a
+        transaction that reads and then writes cannot wait for the app's write lock
+        (SQLite answers "database is locked" at once to avoid a deadlock), so the
+        stale rows are read outside any transaction.
+        """
         now = timezone.now()
         runs = PurgeRun.objects.using(self.using).exclude(pk=self.row.pk)
-        for row in runs.filter(outcome=Outcome.RUNNING, heartbeat_at__lt=stale_before(now)):
+        try:
+            stale = list(runs.filter(outcome=Outcome.RUNNING, heartbeat_at__lt=stale_before(now)))
+        except Exception as exc:
+            self.problem = self.problem or first_line(exc)
+            stale = []
+        for row in stale:
             row.outcome = Outcome.INTERRUPTED
             row.finished_at = row.heartbeat_at
             row.error = stale_error(row)
-            row.save(using=self.using, update_fields=["outcome", "finished_at", "error"])
+            self._write(
+                lambda row=row: row.save(
+                    using=self.using, update_fields=["outcome", "finished_at", "error"]
+                )
+            )
         keep = get_settings().history_keep
         if keep is not None:
-            runs.filter(started_at__lt=to_db(now - setting_duration("HISTORY_KEEP", keep))).delete()
+            cutoff = to_db(now - setting_duration("HISTORY_KEEP", keep))
+            self._write(lambda: runs.filter(started_at__lt=cutoff).delete())
 
     def _write(self, action: Callable[[], None]) -> bool:
         try:
