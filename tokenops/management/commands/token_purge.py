@@ -30,7 +30,7 @@ class Command(TokenopsCommand):
             type=positive_int,
             metavar="N",
             help="Rows per transaction (default: sized so each transaction takes about "
-            "TOKENOPS['BATCH_SECONDS'], 0.25 s).",
+            "TOKENOPS['BATCH_SECONDS'], 0.5 s).",
         )
         parser.add_argument(
             "--format",
