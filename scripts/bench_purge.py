@@ -203,7 +203,8 @@ class MariaDB(Backend):
     def connect(self, db: str) -> Any:
         import MySQLdb
 
-        conn = MySQLdb.connect(host="127.0.0.1", user="root", port=3306, database=db or None)
+        params = {"database": db} if db else {}
+        conn = MySQLdb.connect(host="127.0.0.1", user="root", port=3306, **params)
         conn.autocommit(True)
         return conn
 

@@ -31,6 +31,7 @@ logger = logging.getLogger("tokenops")
 DEFAULT_BATCH_SECONDS = 0.5
 FIRST_BATCH = 1000
 MIN_BATCH = 100
+GROWTH = 2
 MAX_BATCH = 200_000
 # SQLite page cache of the purge connection, in KiB (SQLite's default: 2 MiB).
 SQLITE_CACHE_KIB = 16 * 1024
@@ -78,13 +79,14 @@ class PurgeResult:
 def next_batch_size(current: int, rows: int, elapsed: float, target: float) -> int:
     """Aim the next transaction at ``target`` seconds from the rate just measured.
 
-    Growth is capped at 4x a step so one fast batch on a cold cache cannot jump to a
-    batch that holds the write lock for long.
+    Growth is capped at 2x a step so one fast batch (a warm cache, or a gap between
+    the server's background flushes on MariaDB) cannot jump to a batch that holds the
+    write lock for long; measured at 1,000,000 tokens, 4x let single batches reach 2 s.
     """
     if rows == 0 or elapsed <= 0:
-        return min(current * 4, MAX_BATCH)
+        return min(current * GROWTH, MAX_BATCH)
     wanted = int(rows / elapsed * target)
-    return max(MIN_BATCH, min(wanted, current * 4, MAX_BATCH))
+    return max(MIN_BATCH, min(wanted, current * GROWTH, MAX_BATCH))
 
 
 @contextmanager
@@ -157,7 +159,12 @@ def delete_purgeable(
             if upper is None:
                 break
             batch = purgeable.filter(pk__gt=last_pk, pk__lte=upper)
-            blacklist = BlacklistedToken.objects.using(using).filter(token__in=batch.values("pk"))
+            # The token_id range repeats what the subquery says; it lets MariaDB (which
+            # runs IN-subqueries of a single-table DELETE once per row) walk only this
+            # batch's slice of the unique token_id index instead of the whole table.
+            blacklist = BlacklistedToken.objects.using(using).filter(
+                token_id__gt=last_pk, token_id__lte=upper, token__in=batch.values("pk")
+            )
             started = time.monotonic()
             with transaction.atomic(using=using):
                 # _raw_delete: one DELETE statement. QuerySet.delete() would load every
