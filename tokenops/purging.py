@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Max
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
@@ -126,8 +126,10 @@ def sqlite_purge_pragmas(using: str) -> Iterator[None]:
     try:
         yield
     finally:
+        # Both settings die with the connection anyway: never let restoring them hide
+        # the error that ended the purge.
         if restore and connection.connection is not None:
-            with connection.cursor() as cursor:
+            with suppress(DatabaseError), connection.cursor() as cursor:
                 for statement in restore:
                     cursor.execute(statement)
 
