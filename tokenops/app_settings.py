@@ -14,7 +14,7 @@ DEFAULTS: dict[str, Any] = {
     # Fixed rows per purge batch; None sizes batches by time (BATCH_SECONDS).
     "BATCH_SIZE": None,
     # Target length of one purge transaction, in seconds, when BATCH_SIZE is None.
-    "BATCH_SECONDS": 0.25,
+    "BATCH_SECONDS": 0.5,
     # "auto": widen the cutoff by the sliding refresh window when AUTH_TOKEN_CLASSES
     # holds a SlidingToken; True/False force it on or off.
     "SLIDING_TOKENS": "auto",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import random
 import time
 import uuid
@@ -13,6 +17,7 @@ from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, transaction
 from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
@@ -21,6 +26,46 @@ from tokenops.durations import parse_duration
 from tokenops.errors import TokenopsError
 
 CHUNK = 5000
+
+HMAC_HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+
+def b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+class FastSigner:
+    """Sign demo payloads as ``token_backend.encode`` does, about four times faster.
+
+    PyJWT spends most of its time preparing the key and re-encoding the header for every
+    token. For HMAC algorithms this signer does that once; its first token is compared with
+    simplejwt's own and, if they differ (another algorithm, an audience, an issuer...),
+    every token goes through simplejwt instead. The tokens are real either way.
+    """
+
+    def __init__(self) -> None:
+        digest = HMAC_HASHES.get(token_backend.algorithm)
+        self.fast = digest is not None and isinstance(token_backend.signing_key, (str, bytes))
+        self.checked = False
+        if self.fast:
+            key = token_backend.signing_key
+            self.key = key.encode() if isinstance(key, str) else key
+            self.digest = digest
+            header = {"alg": token_backend.algorithm, "typ": "JWT"}
+            self.header = b64(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+
+    def sign(self, payload: dict[str, Any]) -> str:
+        if not self.fast:
+            return token_backend.encode(payload)
+        body = self.header + b"." + b64(json.dumps(payload, separators=(",", ":")).encode())
+        token = (body + b"." + b64(hmac.new(self.key, body, self.digest).digest())).decode()
+        if not self.checked:
+            self.checked = True
+            reference = token_backend.encode(payload)
+            if token != reference:
+                self.fast = False
+                return reference
+        return token
 
 
 class Command(BaseCommand):
@@ -69,6 +114,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         started = time.monotonic()
         rng = random.Random(seed)
+        self.signer = FastSigner()
         user_ids = self.ensure_users(users, database)
         made = black = 0
         now = datetime.now(timezone.utc)
@@ -112,15 +158,22 @@ class Command(BaseCommand):
         self, rng: random.Random, user_id: Any, now: datetime, days: float, life: timedelta
     ) -> OutstandingToken:
         issued = now - timedelta(seconds=rng.uniform(0, days * 86400))
-        token = RefreshToken()
-        token.set_exp(from_time=issued, lifetime=life)
-        token.payload["iat"] = int(issued.timestamp())
-        token.payload[api_settings.JTI_CLAIM] = uuid.UUID(int=rng.getrandbits(128), version=4).hex
-        token.payload[api_settings.USER_ID_CLAIM] = str(user_id)
+        iat = int(issued.timestamp())
+        exp = int((issued + life).timestamp())
+        jti = uuid.UUID(int=rng.getrandbits(128), version=4).hex
+        # The claims RefreshToken() would set; the signer gives the token simplejwt's
+        # backend would (checked on the first token), without building Token objects.
+        payload = {
+            api_settings.TOKEN_TYPE_CLAIM: RefreshToken.token_type,
+            "exp": exp,
+            "iat": iat,
+            api_settings.JTI_CLAIM: jti,
+            api_settings.USER_ID_CLAIM: str(user_id),
+        }
         return OutstandingToken(
             user_id=user_id,
-            jti=token.payload[api_settings.JTI_CLAIM],
-            token=str(token),
-            created_at=datetime_from_epoch(token.payload["iat"]),
-            expires_at=datetime_from_epoch(token.payload["exp"]),
+            jti=jti,
+            token=self.signer.sign(payload),
+            created_at=datetime_from_epoch(iat),
+            expires_at=datetime_from_epoch(exp),
         )

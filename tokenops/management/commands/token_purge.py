@@ -34,7 +34,7 @@ class Command(TokenopsCommand):
             metavar="N",
             help=_(
                 "Rows per transaction (default: sized so each transaction takes about "
-                "TOKENOPS['BATCH_SECONDS'], 0.25 s)."
+                "TOKENOPS['BATCH_SECONDS'], 0.5 s)."
             ),
         )
         parser.add_argument(
