@@ -208,7 +208,14 @@ def test_report_without_the_history_table_still_reports(manage, make_tokens):
     assert "\nLast successful purge: unknown (the purge history cannot be read: " in result.out
 
 
-def test_old_history_is_pruned_by_real_runs_only(make_tokens):
+@pytest.fixture(params=["aware UTC", "naive Moscow"])
+def time_settings(request, settings):
+    if request.param == "naive Moscow":
+        settings.USE_TZ = False
+        settings.TIME_ZONE = "Europe/Moscow"
+
+
+def test_old_history_is_pruned_by_real_runs_only(time_settings, make_tokens, caplog):
     expired_and_active(make_tokens)
     long_ago = to_db(utcnow() - timedelta(days=400))
     old = make_run(started_at=long_ago, finished_at=long_ago, heartbeat_at=long_ago)
@@ -222,6 +229,7 @@ def test_old_history_is_pruned_by_real_runs_only(make_tokens):
         run_purge("default", timedelta(0), dry_run=False)
     assert not PurgeRun.objects.filter(pk=recent.pk).exists()
     assert PurgeRun.objects.count() == 3
+    assert "not recorded" not in caplog.text
 
 
 def test_last_purge_is_shown_and_no_warning_when_recent(manage, make_tokens):

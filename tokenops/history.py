@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -254,7 +255,7 @@ class PurgeRecorder:
         (SQLite answers "database is locked" at once to avoid a deadlock), so the
         stale rows are read outside any transaction.
         """
-        now = timezone.now()
+        now = datetime.now(dt_timezone.utc)  # aware: to_db() makes it what the field holds
         runs = PurgeRun.objects.using(self.using).exclude(pk=self.row.pk)
         try:
             stale = list(runs.filter(outcome=Outcome.RUNNING, heartbeat_at__lt=stale_before(now)))
