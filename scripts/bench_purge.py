@@ -476,9 +476,13 @@ def main() -> None:
         "postgresql": (Postgres(), 5432),
         "mariadb": (MariaDB(), 3306),
     }
+    names = [name.strip() for name in options.backends.split(",")]
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        parser.error(f"unknown backend(s) {', '.join(unknown)}: use {', '.join(available)}")
     results: dict[str, list[Run]] = {}
-    for name in options.backends.split(","):
-        backend, port = available[name.strip()]
+    for name in names:
+        backend, port = available[name]
         if port is not None and not reachable(port):
             print(f"[{name}] server on 127.0.0.1:{port} not reachable: skipped", flush=True)
             continue
