@@ -26,7 +26,7 @@ def test_valid_durations(text, expected):
 
 
 @pytest.mark.parametrize(
-    "text", ["", " ", "7", "d", "-1d", "1.5d", "7x", "7 d", "1w-2d", "7д", "abc", "+7d"]
+    "text", ["", " ", "7", "d", "-1d", "1.5d", "7x", "7 d", "1w-2d", "7д", "abc", "+7d", "\u0667d"]
 )
 def test_invalid_durations_show_examples(text):
     with pytest.raises(TokenopsError) as raised:

@@ -43,13 +43,13 @@ def test_unknown_database_alias(manage, command):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("value", ["-1", "x", "1.5"])
+@pytest.mark.parametrize("value", ["-1", "x", "1.5", "\u0663", "10000001", "9" * 30])
 def test_report_top_must_be_a_count(manage, value):
     result = manage("token_report", "--top", value)
     assert result.code == 2
     assert result.err == (
-        "manage.py token_report: error: argument --top: expected a whole number of 0 or "
-        f"more, got '{value}'\n"
+        "manage.py token_report: error: argument --top: expected a whole number from 0 to "
+        f"10000000, got '{value}'\n"
     )
 
 
@@ -75,6 +75,7 @@ def test_unknown_tokenops_setting_is_named(manage, settings):
 @pytest.mark.parametrize("command", COMMANDS)
 def test_unmigrated_database_says_to_migrate(tmp_path, command):
     empty = tmp_path / "empty.sqlite3"
+    empty.touch()
     done = run_manage(command, env={"DATABASE_URL": sqlite_url(empty)})
     assert done.returncode == 1
     assert done.stdout == b""
@@ -125,3 +126,16 @@ def test_system_check_reports_the_missing_app(migrated_sqlite):
     )
     assert done.returncode == 1
     assert b"(tokenops.E001) 'rest_framework_simplejwt.token_blacklist' is not in" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_missing_sqlite_file_is_not_created(tmp_path, command):
+    missing = tmp_path / "typo.sqlite3"
+    done = run_manage(command, env={"DATABASE_URL": sqlite_url(missing)})
+    assert done.returncode == 1
+    assert done.stderr.decode() == (
+        f"CommandError: Database file {missing} of 'default' does not exist: check "
+        "DATABASES, or run 'python manage.py migrate' to create it.\n"
+    )
+    assert not missing.exists()

@@ -41,8 +41,8 @@ def test_bad_batch_size_from_the_command_line(tmp_path):
     code, out, err = run_manage(f"sqlite:///{path}", "token_purge", "--batch-size", "0")
     assert (code, out) == (2, "")
     assert err == (
-        "manage.py token_purge: error: argument --batch-size: expected a whole number of "
-        "at least 1, got '0'\n"
+        "manage.py token_purge: error: argument --batch-size: expected a whole number from "
+        "1 to 10000000, got '0'\n"
     )
     assert path.read_bytes() == before
 

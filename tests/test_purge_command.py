@@ -147,15 +147,15 @@ BAD_ARGUMENTS = [
     ),
     (
         ["--batch-size", "0"],
-        "argument --batch-size: expected a whole number of at least 1, got '0'",
+        "argument --batch-size: expected a whole number from 1 to 10000000, got '0'",
     ),
     (
         ["--batch-size", "-5"],
-        "argument --batch-size: expected a whole number of at least 1, got '-5'",
+        "argument --batch-size: expected a whole number from 1 to 10000000, got '-5'",
     ),
     (
         ["--batch-size", "ten"],
-        "argument --batch-size: expected a whole number of at least 1, got 'ten'",
+        "argument --batch-size: expected a whole number from 1 to 10000000, got 'ten'",
     ),
     (
         ["--format", "xml"],

@@ -83,3 +83,27 @@ def test_install_on_an_unmigrated_database_says_to_migrate(tmp_path):
         "CommandError: django-celery-beat is not migrated in database 'default' ("
     )
     assert done.stderr.decode().endswith("run 'python manage.py migrate django_celery_beat'.\n")
+
+
+def test_install_refuses_an_unknown_database_alias(manage):
+    result = manage(*INSTALL, "--database", "nope")
+    assert (result.code, result.out) == (1, "")
+    assert result.err == (
+        "CommandError: Unknown database alias 'nope' (configured: default, secondary).\n"
+    )
+    assert not PeriodicTask.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
+def test_every_printed_schedule_purges_the_chosen_database(manage):
+    result = manage("token_schedule_hint", "--platform", "all", "--database", "secondary")
+    assert result.code == 0
+    lines = result.out.splitlines()
+    crontab = next(line.strip() for line in lines if line.strip().startswith("0 3 * * *"))
+    assert crontab.endswith("cleanup_tokens.sh --database secondary")
+    schtasks = next(line for line in lines if "schtasks /Create" in line)
+    assert '--database secondary" /SC DAILY' in schtasks
+    assert any('"kwargs": {"older_than": "0d", "database": "secondary"}' in line for line in lines)
+    assert any(
+        line.startswith("ExecStart=") and line.endswith("--database secondary") for line in lines
+    )

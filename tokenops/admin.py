@@ -22,7 +22,6 @@ from .app_settings import get_settings
 from .chart import expiry_chart
 from .checks import first_line
 from .counting import AGE_BUCKETS
-from .durations import parse_duration
 from .errors import TokenopsError
 from .history import recent_runs, stale_before
 from .models import PurgeRun, TokenHygiene
@@ -32,13 +31,6 @@ from .reporting import Report, build_report
 
 VIEW_PERMISSION = "tokenops.view_token_hygiene"
 PURGE_PERMISSION = "tokenops.run_purge"
-
-
-def older_than_setting():
-    try:
-        return parse_duration(get_settings().older_than)
-    except TokenopsError as exc:
-        raise TokenopsError(f"TOKENOPS['OLDER_THAN']: {exc}") from exc
 
 
 def with_shown_outcome(runs: list[PurgeRun]) -> list[PurgeRun]:
@@ -158,7 +150,7 @@ class TokenHygieneAdmin(admin.ModelAdmin):
         try:
             return run_purge(
                 self.using,
-                older_than_setting(),
+                conf.older_than,
                 dry_run=dry_run,
                 batch_size=conf.batch_size,
                 batch_seconds=conf.batch_seconds,
@@ -179,7 +171,7 @@ class TokenHygieneAdmin(admin.ModelAdmin):
     def _report(self) -> tuple[Report | None, str]:
         try:
             conf = get_settings()
-            return build_report(self.using, older_than_setting(), conf.report_top), ""
+            return build_report(self.using, conf.older_than, conf.report_top), ""
         except TokenopsError as exc:
             return None, str(exc)
         except DatabaseError as exc:

@@ -7,6 +7,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext as _
+
+from .durations import parse_duration
+from .errors import TokenopsError
 
 DEFAULTS: dict[str, Any] = {
     # How long past its safe expiry a token row is kept (a duration such as "7d").
@@ -29,40 +33,78 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+MAX_ROWS = 10_000_000
+
+
 @dataclass(frozen=True)
 class TokenopsSettings:
-    older_than: str
+    """The validated settings: durations as timedeltas, numbers checked."""
+
+    older_than: timedelta
+    older_than_text: str  # as written, for the schedules token_schedule_hint prints
     batch_size: int | None
     batch_seconds: float
     sliding_tokens: str | bool
     report_top: int
-    history_keep: str | None
-    purge_warn_after: str
-    running_timeout: str
+    history_keep: timedelta | None
+    purge_warn_after: timedelta
+    running_timeout: timedelta
+
+
+def _invalid(key: str, expected: str, value: Any) -> TokenopsError:
+    return TokenopsError(
+        _("TOKENOPS['%(key)s'] must be %(expected)s, got %(value)s.")
+        % {"key": key, "expected": expected, "value": repr(value)}
+    )
+
+
+def _duration(key: str, value: Any) -> timedelta:
+    try:
+        return parse_duration(str(value))
+    except TokenopsError as exc:
+        raise TokenopsError(f"TOKENOPS['{key}']: {exc}") from exc
+
+
+def _whole(key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_ROWS:
+        raise _invalid(
+            key,
+            _("a whole number from %(low)s to %(high)s") % {"low": low, "high": MAX_ROWS},
+            value,
+        )
+    return value
 
 
 def get_settings() -> TokenopsSettings:
-    """Read ``settings.TOKENOPS`` afresh (so ``override_settings`` works)."""
+    """Read and check ``settings.TOKENOPS`` afresh (so ``override_settings`` works).
+
+    Every problem is one TokenopsError naming the key, before anything is written.
+    """
     user: dict[str, Any] = getattr(settings, "TOKENOPS", {}) or {}
     unknown = set(user) - set(DEFAULTS)
     if unknown:
-        from django.utils.translation import gettext as _
-
-        from .errors import TokenopsError
-
         raise TokenopsError(
             _("Unknown TOKENOPS setting(s): %(names)s") % {"names": ", ".join(sorted(unknown))}
         )
     merged = {**DEFAULTS, **user}
+    seconds = merged["BATCH_SECONDS"]
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 60:
+        raise _invalid("BATCH_SECONDS", _("a number of seconds above 0 and at most 60"), seconds)
+    sliding = merged["SLIDING_TOKENS"]
+    if not (sliding == "auto" or isinstance(sliding, bool)):
+        raise _invalid("SLIDING_TOKENS", _('"auto", True or False'), sliding)
+    batch_size = merged["BATCH_SIZE"]
+    keep = merged["HISTORY_KEEP"]
     return TokenopsSettings(
-        older_than=str(merged["OLDER_THAN"]),
-        batch_size=merged["BATCH_SIZE"],
-        batch_seconds=float(merged["BATCH_SECONDS"]),
-        sliding_tokens=merged["SLIDING_TOKENS"],
-        report_top=int(merged["REPORT_TOP"]),
-        history_keep=None if merged["HISTORY_KEEP"] is None else str(merged["HISTORY_KEEP"]),
-        purge_warn_after=str(merged["PURGE_WARN_AFTER"]),
-        running_timeout=str(merged["RUNNING_TIMEOUT"]),
+        older_than=_duration("OLDER_THAN", merged["OLDER_THAN"]),
+        older_than_text=str(merged["OLDER_THAN"]).strip().lower(),
+        batch_size=None if batch_size is None else _whole("BATCH_SIZE", batch_size, 1),
+        batch_seconds=float(seconds),
+        sliding_tokens=sliding,
+        report_top=_whole("REPORT_TOP", merged["REPORT_TOP"], 0),
+        history_keep=None if keep is None else _duration("HISTORY_KEEP", keep),
+        purge_warn_after=_duration("PURGE_WARN_AFTER", merged["PURGE_WARN_AFTER"]),
+        running_timeout=_duration("RUNNING_TIMEOUT", merged["RUNNING_TIMEOUT"]),
     )
 
 

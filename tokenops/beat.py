@@ -22,7 +22,7 @@ from django.apps import apps
 from django.conf import settings
 from django.db import DatabaseError, connections, router, transaction
 
-from .checks import first_line
+from .checks import ensure_alias, first_line
 from .durations import parse_duration
 from .errors import TokenopsError
 from .schedule_hints import CRON_DAYS, DAY_NAMES
@@ -197,6 +197,7 @@ def install_periodic_task(
     PeriodicTask itself is stored where django-celery-beat's models are routed.
     """
     parse_duration(older_than)
+    ensure_alias(database)
     schedule = make_schedule(at, every, day)
     kwargs = {"older_than": older_than.strip().lower(), "database": database}
     alias = beat_database()

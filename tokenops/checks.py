@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.apps import apps
@@ -29,16 +30,42 @@ def check_blacklist_app(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     return [checks.Error(MISSING_APP, id="tokenops.E001")]
 
 
-def ensure_ready(using: str) -> None:
-    """Raise TokenopsError unless the blacklist app, the database and its tables are there."""
-    if not apps.is_installed(BLACKLIST_APP):
-        raise TokenopsError(str(MISSING_APP))
+def ensure_alias(using: str) -> None:
     if using not in connections:
         known = ", ".join(sorted(connections.settings)) or _("none")
         raise TokenopsError(
             _("Unknown database alias %(alias)s (configured: %(known)s).")
             % {"alias": repr(using), "known": known}
         )
+
+
+def ensure_database(using: str) -> None:
+    """The alias is configured and, for SQLite, its file exists (connecting would create it)."""
+    ensure_alias(using)
+    connection = connections[using]
+    name = str(connection.settings_dict.get("NAME") or "")
+    # Connecting would create an empty file where a path is mistyped.
+    if (
+        connection.vendor == "sqlite"
+        and name
+        and not name.startswith("file:")
+        and not connection.is_in_memory_db()
+        and not Path(name).exists()
+    ):
+        raise TokenopsError(
+            _(
+                "Database file %(path)s of %(alias)s does not exist: check DATABASES, or "
+                "run 'python manage.py migrate' to create it."
+            )
+            % {"path": name, "alias": repr(using)}
+        )
+
+
+def ensure_ready(using: str) -> None:
+    """Raise TokenopsError unless the blacklist app, the database and its tables are there."""
+    if not apps.is_installed(BLACKLIST_APP):
+        raise TokenopsError(str(MISSING_APP))
+    ensure_database(using)
     connection = connections[using]
     try:
         connection.ensure_connection()
@@ -53,6 +80,20 @@ def ensure_ready(using: str) -> None:
         OutstandingToken,
     )
 
+    others = [
+        relation.related_model._meta.label
+        for relation in OutstandingToken._meta.related_objects
+        if relation.related_model is not BlacklistedToken
+    ]
+    if others:
+        # The purge deletes rows with one statement per batch, without Django's collector.
+        raise TokenopsError(
+            _(
+                "%(models)s refer to OutstandingToken; tokenops only purges projects where "
+                "BlacklistedToken is the one model that does."
+            )
+            % {"models": ", ".join(sorted(others))}
+        )
     missing = [
         model._meta.db_table
         for model in (OutstandingToken, BlacklistedToken)

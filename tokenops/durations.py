@@ -18,8 +18,8 @@ UNITS: dict[str, timedelta] = {
 }
 MAX_DURATION = timedelta(days=3650)
 EXAMPLES = gettext_lazy("30m, 12h, 7d, 2w or 1w2d")
-_PART = re.compile(r"(\d+)([mhdw])")
-_WHOLE = re.compile(r"(?:\d+[mhdw])+")
+_PART = re.compile(r"([0-9]+)([mhdw])")
+_WHOLE = re.compile(r"(?:[0-9]+[mhdw])+")
 
 
 def parse_duration(text: str) -> timedelta:

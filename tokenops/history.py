@@ -31,8 +31,6 @@ from django.utils.translation import gettext as _
 from .app_settings import get_settings
 from .checks import first_line
 from .dbtime import as_utc, to_db
-from .durations import parse_duration
-from .errors import TokenopsError
 from .models import PurgeRun
 
 if TYPE_CHECKING:
@@ -75,16 +73,9 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def setting_duration(name: str, text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except TokenopsError as exc:
-        raise TokenopsError(f"TOKENOPS['{name}']: {exc}") from exc
-
-
 def stale_before(now: datetime) -> datetime:
     """A "running" row with no heartbeat since this moment (DB form) was interrupted."""
-    return to_db(now - setting_duration("RUNNING_TIMEOUT", get_settings().running_timeout))
+    return to_db(now - get_settings().running_timeout)
 
 
 class PurgeRecorder:
@@ -273,7 +264,7 @@ class PurgeRecorder:
             )
         keep = get_settings().history_keep
         if keep is not None:
-            cutoff = to_db(now - setting_duration("HISTORY_KEEP", keep))
+            cutoff = to_db(now - keep)
             self._write(lambda: runs.filter(started_at__lt=cutoff).delete())
 
     def _write(self, action: Callable[[], None]) -> bool:
@@ -342,7 +333,7 @@ def _read(using: str, reader: Callable[[], Any]) -> tuple[Any, str]:
 
 def purge_status(using: str, now: datetime, purgeable: int) -> PurgeStatus:
     """Overdue when rows are purgeable and nothing succeeded within PURGE_WARN_AFTER."""
-    warn_after = setting_duration("PURGE_WARN_AFTER", get_settings().purge_warn_after)
+    warn_after = get_settings().purge_warn_after
     runs = PurgeRun.objects.using(using)
 
     def read() -> tuple[PurgeRun | None, PurgeRun | None]:

@@ -18,7 +18,8 @@ from django.db import DatabaseError, connections, transaction
 from django.db.models import Max
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from .checks import ensure_ready
+from .app_settings import get_settings
+from .checks import ensure_database, ensure_ready
 from .counting import TokenCounts, count_tokens
 from .cutoff import Cutoff, safe_cutoff
 
@@ -221,6 +222,9 @@ def run_purge(
     history; ``warn`` receives the one-line warning when the history row could not be
     written (default: the "tokenops" logger).
     """
+    # A bad TOKENOPS value or a mistyped SQLite path fails before any history row is written.
+    get_settings()
+    ensure_database(using)
     from .history import PurgeRecorder  # models: only once the app registry is ready
 
     recorder = PurgeRecorder(

@@ -8,6 +8,7 @@ the hint must work on a machine where Celery is not installed.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import re
 import shlex
@@ -44,7 +45,7 @@ DAY_NAMES = {
 # cron counts Sunday as 0.
 CRON_DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 CMD_SPECIALS = frozenset("&|<>()^")
-_AT = re.compile(r"(\d{1,2}):(\d{2})")
+_AT = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Schedule:
     every: str = "day"
     day: str = "sun"
     older_than: str | None = None
+    database: str = "default"
 
     @property
     def at(self) -> str:
@@ -63,7 +65,8 @@ class Schedule:
 
     @property
     def purge_args(self) -> list[str]:
-        return ["--older-than", self.older_than] if self.older_than else []
+        args = ["--older-than", self.older_than] if self.older_than else []
+        return [*args, "--database", self.database] if self.database != "default" else args
 
     @property
     def described(self) -> str:
@@ -110,7 +113,11 @@ def parse_at(text: str) -> tuple[int, int]:
 
 
 def parse_schedule(
-    at: str, every: str, day: str = "sun", older_than: str | None = None
+    at: str,
+    every: str,
+    day: str = "sun",
+    older_than: str | None = None,
+    database: str = "default",
 ) -> Schedule:
     """Validate the options; a problem is one TokenopsError line."""
     hour, minute = parse_at(at)
@@ -121,7 +128,7 @@ def parse_schedule(
     if older_than is not None:
         parse_duration(older_than)
         older_than = older_than.strip().lower()
-    return Schedule(hour, minute, every, day, older_than)
+    return Schedule(hour, minute, every, day, older_than, database)
 
 
 def detect_project() -> Project:
@@ -217,6 +224,8 @@ def register_task_command(project: Project, schedule: Schedule) -> str:
         args += ["-DayOfWeek", DAY_NAMES[schedule.day]]
     if schedule.older_than:
         args += ["-OlderThan", schedule.older_than]
+    if schedule.database != "default":
+        args += ["-Arguments", f"--database {schedule.database}"]
     return cmd_prompt_line(args)
 
 
@@ -388,6 +397,9 @@ def celery_app_name() -> str:
 
 
 def celery_beat_snippet(schedule: Schedule, older_than: str) -> str:
+    kwargs = {"older_than": older_than}
+    if schedule.database != "default":
+        kwargs["database"] = schedule.database
     day_of_week = f'"{schedule.day}"' if schedule.every == "week" else '"*"'
     return "\n".join(
         [
@@ -398,7 +410,7 @@ def celery_beat_snippet(schedule: Schedule, older_than: str) -> str:
             f'        "task": "{CELERY_TASK}",',
             f'        "schedule": crontab(hour={schedule.hour}, minute={schedule.minute}, '
             f"day_of_week={day_of_week}),",
-            f'        "kwargs": {{"older_than": "{older_than}"}},',
+            f'        "kwargs": {json.dumps(kwargs)},',
             "    },",
             "}",
         ]

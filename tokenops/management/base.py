@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.utils.translation import gettext as _
 
-from ..app_settings import get_settings
+from ..app_settings import MAX_ROWS, get_settings
 from ..checks import first_line
 from ..durations import EXAMPLES, parse_duration
 from ..errors import TokenopsError
@@ -35,28 +35,23 @@ def duration_arg(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+def whole_number(text: str, low: int) -> int:
+    """An ASCII whole number from ``low`` to MAX_ROWS, or an argparse error."""
+    value = int(text) if text.isascii() and text.strip().isdigit() else -1
+    if not low <= value <= MAX_ROWS:
         raise argparse.ArgumentTypeError(
-            _("expected a whole number of at least 1, got %(text)s") % {"text": repr(text)}
+            _("expected a whole number from %(low)s to %(high)s, got %(text)s")
+            % {"low": low, "high": MAX_ROWS, "text": repr(text)}
         )
     return value
+
+
+def positive_int(text: str) -> int:
+    return whole_number(text, 1)
 
 
 def count_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            _("expected a whole number of 0 or more, got %(text)s") % {"text": repr(text)}
-        )
-    return value
+    return whole_number(text, 0)
 
 
 class TokenopsCommand(BaseCommand):
@@ -95,13 +90,7 @@ class TokenopsCommand(BaseCommand):
         )
 
     def older_than_or_default(self, value: timedelta | None) -> timedelta:
-        if value is not None:
-            return value
-        configured = get_settings().older_than
-        try:
-            return parse_duration(configured)
-        except TokenopsError as exc:
-            raise TokenopsError(f"TOKENOPS['OLDER_THAN']: {exc}") from exc
+        return get_settings().older_than if value is None else value
 
     def execute(self, *args: Any, **options: Any) -> Any:
         make_streams_safe()

@@ -108,7 +108,7 @@ class Command(TokenopsCommand):
         uninstall: bool,
         **options: Any,
     ) -> None:
-        schedule = parse_schedule(at, every, day, older_than)
+        schedule = parse_schedule(at, every, day, older_than, database)
         if install or uninstall:
             if platform != "celery":
                 flag = "--install" if install else "--uninstall"
@@ -124,7 +124,7 @@ class Command(TokenopsCommand):
             elif name == "linux":
                 sections.append(linux_hint(project, schedule))
             else:
-                sections.append(celery_hint(schedule, older_than or get_settings().older_than))
+                sections.append(celery_hint(schedule, older_than or get_settings().older_than_text))
         self.stdout.write("\n\n".join(sections))
         for warning in readiness_warnings(project, platforms, database):
             self.stderr.write(f"Warning: {warning}")
@@ -137,7 +137,7 @@ class Command(TokenopsCommand):
                 at=time(schedule.hour, schedule.minute),
                 every=schedule.every,
                 day=schedule.day,
-                older_than=schedule.older_than or get_settings().older_than,
+                older_than=schedule.older_than or get_settings().older_than_text,
                 database=database,
             )
         else:
