@@ -169,3 +169,15 @@ def test_stale_running_row_is_shown_interrupted(viewer, make_tokens):
     )
     page = viewer.get(PAGE).content.decode()
     assert '<td class="outcome outcome-interrupted">interrupted</td>' in page
+
+
+def test_page_and_purge_work_without_use_tz(settings, make_tokens):
+    settings.USE_TZ = False
+    settings.TIME_ZONE = "Europe/Moscow"
+    expired_and_active(make_tokens)
+    client = client_for(staff("olga", "view_token_hygiene", "run_purge"))
+    assert client.post(PURGE, {"confirm": "yes"}).status_code in (200, 302)
+    response = client.get(PAGE)
+    assert response.status_code == 200
+    run = PurgeRun.objects.get()
+    assert (run.outcome, run.trigger, run.outstanding_deleted) == ("ok", "admin", 5)

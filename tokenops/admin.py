@@ -6,6 +6,8 @@ Viewing the page needs ``tokenops.view_token_hygiene``; purging needs
 
 from __future__ import annotations
 
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.contrib import admin, messages
@@ -14,7 +16,6 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, pgettext
 
@@ -36,7 +37,7 @@ PURGE_PERMISSION = "tokenops.run_purge"
 def with_shown_outcome(runs: list[PurgeRun]) -> list[PurgeRun]:
     """Label each run with its real outcome (a silent "running" row is interrupted)."""
     try:
-        limit = stale_before(timezone.now())
+        limit = stale_before(datetime.now(dt_timezone.utc))
     except TokenopsError:
         limit = None
     for run in runs:

@@ -14,6 +14,15 @@ def to_db(moment: datetime) -> datetime:
     return moment if settings.USE_TZ else timezone.make_naive(moment)
 
 
+def db_now() -> datetime:
+    """Now, as a DateTimeField holds it; one clock for every history row and comparison.
+
+    ``timezone.now()`` gives the OS's local time when USE_TZ=False, which on Windows
+    need not be TIME_ZONE; ``to_db`` always uses TIME_ZONE.
+    """
+    return to_db(datetime.now(dt_timezone.utc))
+
+
 def as_utc(value: datetime) -> datetime:
     """A DateTimeField value as an aware UTC datetime."""
     if timezone.is_naive(value):

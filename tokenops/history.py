@@ -25,12 +25,11 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .app_settings import get_settings
 from .checks import first_line
-from .dbtime import as_utc, to_db
+from .dbtime import as_utc, db_now, to_db
 from .models import PurgeRun
 
 if TYPE_CHECKING:
@@ -102,7 +101,7 @@ class PurgeRecorder:
             self.outer_atomic = connections[using].in_atomic_block
         except Exception:  # an unknown alias: the purge itself will say so
             self.outer_atomic = False
-        now = timezone.now()
+        now = db_now()
         self.row = PurgeRun(
             started_at=now,
             heartbeat_at=now,
@@ -126,7 +125,7 @@ class PurgeRecorder:
         traceback: TracebackType | None,
     ) -> bool:
         row = self.row
-        row.finished_at = row.heartbeat_at = timezone.now()
+        row.finished_at = row.heartbeat_at = db_now()
         if exc is None:
             row.outcome = Outcome.OK
         else:
@@ -235,7 +234,7 @@ class PurgeRecorder:
 
     def _heartbeat(self) -> None:
         PurgeRun.objects.using(self.using).filter(pk=self.row.pk).update(
-            heartbeat_at=timezone.now(), outstanding_deleted=self.deleted_so_far
+            heartbeat_at=db_now(), outstanding_deleted=self.deleted_so_far
         )
 
     def _housekeeping(self) -> None:
