@@ -47,8 +47,21 @@ def with_shown_outcome(runs: list[PurgeRun]) -> list[PurgeRun]:
     return runs
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Nothing here is added, changed or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(PurgeRun)
-class PurgeRunAdmin(admin.ModelAdmin):
+class PurgeRunAdmin(ReadOnlyAdmin):
     """The history, read-only: rows are written by purges, never by hand."""
 
     list_display = (
@@ -68,37 +81,19 @@ class PurgeRunAdmin(admin.ModelAdmin):
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_view_permission(request, obj) or request.user.has_perm(VIEW_PERMISSION)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     @admin.display(description=gettext_lazy("outcome"), ordering="outcome")
     def outcome_shown(self, run: PurgeRun) -> str:
         return with_shown_outcome([run])[0].shown_outcome
 
 
 @admin.register(TokenHygiene)
-class TokenHygieneAdmin(admin.ModelAdmin):
+class TokenHygieneAdmin(ReadOnlyAdmin):
     """No rows: the changelist URL is the page, so the admin index links to it."""
 
     using = DEFAULT_DB_ALIAS
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(VIEW_PERMISSION)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_urls(self) -> list:
         def wrap(view):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -28,11 +29,23 @@ class OneLineParser(CommandParser):
         raise CommandError(_("Error: %(message)s") % {"message": message}, returncode=USAGE_ERROR)
 
 
-def duration_arg(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except TokenopsError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+def argument_type(check: Callable[[str], Any], *, keep_text: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type`` from a checker that raises TokenopsError.
+
+    ``keep_text`` returns the argument as written (schedules paste it as it is).
+    """
+
+    def convert(text: str) -> Any:
+        try:
+            value = check(text)
+        except TokenopsError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+        return text.strip().lower() if keep_text else value
+
+    return convert
+
+
+duration_arg = argument_type(parse_duration)
 
 
 def whole_number(text: str, low: int) -> int:

@@ -1,4 +1,3 @@
-import argparse
 from datetime import time
 from typing import Any
 
@@ -21,24 +20,10 @@ from ...schedule_hints import (
     readiness_warnings,
     windows_hint,
 )
-from ..base import TokenopsCommand
+from ..base import TokenopsCommand, argument_type
 
-
-def at_arg(text: str) -> str:
-    try:
-        parse_at(text)
-    except TokenopsError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    return text
-
-
-def duration_text_arg(text: str) -> str:
-    """A valid duration, kept as written: it is pasted into the schedule as it is."""
-    try:
-        parse_duration(text)
-    except TokenopsError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    return text
+at_arg = argument_type(parse_at, keep_text=True)
+duration_text_arg = argument_type(parse_duration, keep_text=True)
 
 
 class Command(TokenopsCommand):
