@@ -107,7 +107,7 @@ SIMPLE_JWT = {
 TOKENOPS = {
     "OLDER_THAN": "0d",
     "BATCH_SIZE": None,
-    "BATCH_SECONDS": 0.5,
+    "BATCH_SECONDS": None,
     "SLIDING_TOKENS": "auto",
     "REPORT_TOP": 10,
     "HISTORY_KEEP": "365d",

@@ -15,7 +15,7 @@ COMMANDS = [
 BAD = [
     ("BATCH_SECONDS", "x", "a number of seconds above 0 and at most 60, got 'x'."),
     ("BATCH_SECONDS", 0, "a number of seconds above 0 and at most 60, got 0."),
-    ("BATCH_SECONDS", None, "a number of seconds above 0 and at most 60, got None."),
+    ("BATCH_SECONDS", 61, "a number of seconds above 0 and at most 60, got 61."),
     ("BATCH_SIZE", "x", "a whole number from 1 to 10000000, got 'x'."),
     ("BATCH_SIZE", 0, "a whole number from 1 to 10000000, got 0."),
     ("BATCH_SIZE", 2.5, "a whole number from 1 to 10000000, got 2.5."),
