@@ -159,6 +159,7 @@ def test_task_sent_through_redis_purges_exactly_the_purgeable_rows(
 
 def test_a_failing_purge_is_a_failed_task_not_a_success(tmp_path, start_worker, client, queue):
     unmigrated = tmp_path / "unmigrated.sqlite3"
+    unmigrated.touch()  # an empty database: a missing file is refused before connecting
     worker = start_worker(unmigrated)
 
     result = client.send_task(TASK, kwargs={"older_than": "1d"}, queue=queue)
