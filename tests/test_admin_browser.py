@@ -117,7 +117,9 @@ class TokenHygieneInBrowser(StaticLiveServerTestCase):
     def test_figures_chart_dry_run_and_purge(self) -> None:
         self.log_in("olga")
         self.driver.find_element(By.LINK_TEXT, "Token hygiene").click()
-        self.assertEqual(self.driver.current_url, f"{self.live_server_url}{PAGE}")
+        WebDriverWait(self.driver, 10).until(
+            expected_conditions.url_to_be(f"{self.live_server_url}{PAGE}")
+        )
         summary = [
             [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
             for row in self.driver.find_elements(By.CSS_SELECTOR, "#summary tbody tr")
@@ -142,6 +144,9 @@ class TokenHygieneInBrowser(StaticLiveServerTestCase):
         )
 
         self.driver.find_element(By.ID, "dry-run").click()
+        WebDriverWait(self.driver, 10).until(
+            expected_conditions.presence_of_element_located((By.ID, "dry-run-result"))
+        )
         self.assertEqual(
             self.text("#dry-run-result"),
             "Dry run: nothing was deleted. Would delete 40 outstanding and 20 blacklisted "
@@ -153,13 +158,19 @@ class TokenHygieneInBrowser(StaticLiveServerTestCase):
         self.screenshot("admin-token-hygiene.png")
 
         self.driver.find_element(By.ID, "purge-now").click()
+        WebDriverWait(self.driver, 10).until(
+            expected_conditions.presence_of_element_located((By.ID, "purge-question"))
+        )
         self.assertIn(
             "40 outstanding tokens (of which 20 blacklisted) will be deleted",
             self.text("#purge-question"),
         )
         self.screenshot("admin-token-hygiene-confirmation.png")
         self.driver.find_element(By.ID, "confirm-purge").click()
-        self.assertEqual(self.driver.current_url, f"{self.live_server_url}{PAGE}")
+        # The purge and its redirect take a moment: wait for the page, not a fixed time.
+        WebDriverWait(self.driver, 30).until(
+            expected_conditions.url_to_be(f"{self.live_server_url}{PAGE}")
+        )
         self.assertTrue(
             self.text("ul.messagelist li.success").startswith(
                 "Deleted 40 outstanding and 20 blacklisted tokens from database 'default'"
