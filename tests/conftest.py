@@ -117,3 +117,34 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.as_posix()}"
+
+
+PLAIN_SETTINGS = """
+SECRET_KEY = "test"
+USE_TZ = True
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "rest_framework_simplejwt.token_blacklist",
+    "tokenops",
+]
+DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {database!r}}}}}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+"""
+
+
+def write_plain_settings(folder: Path, module: str, database: str) -> str:
+    """Settings of a project with only simplejwt's blacklist and tokenops (no example project).
+
+    Returns the module name, importable with ``folder`` on PYTHONPATH.
+    """
+    (folder / f"{module}.py").write_text(PLAIN_SETTINGS.format(database=database), encoding="utf-8")
+    return module
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Path:
+    """A current directory that is not the project (Task Scheduler starts in System32)."""
+    path = tmp_path / "elsewhere"
+    path.mkdir()
+    return path

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.celery_support import ROOT
+from tests.conftest import write_plain_settings
 
 pytestmark = pytest.mark.slow
 
@@ -25,18 +26,6 @@ pytestmark = pytest.mark.slow
 CORE = ("django", "asgiref", "sqlparse", "rest_framework", "rest_framework_simplejwt", "jwt")
 CORE += ("tabulate", "tqdm")
 
-SETTINGS = """
-SECRET_KEY = "test"
-USE_TZ = True
-INSTALLED_APPS = [
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "rest_framework_simplejwt.token_blacklist",
-    "tokenops",
-]
-DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {database!r}}}}}
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-"""
 
 SCRIPT = """
 import json, sys
@@ -85,13 +74,11 @@ def test_tokenops_works_without_celery_installed(tmp_path):
     packages = tmp_path / "packages"
     packages.mkdir()
     link_packages(packages)
-    (packages / "nocelery_settings.py").write_text(
-        SETTINGS.format(database=str(tmp_path / "db.sqlite3")), encoding="utf-8"
-    )
+    module = write_plain_settings(packages, "nocelery_settings", str(tmp_path / "db.sqlite3"))
     env = dict(os.environ)
     env.update(
         PYTHONPATH=os.pathsep.join([str(packages), str(ROOT)]),
-        DJANGO_SETTINGS_MODULE="nocelery_settings",
+        DJANGO_SETTINGS_MODULE=module,
     )
 
     done = subprocess.run(

@@ -7,21 +7,9 @@ import zipfile
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_plain_settings
 
 pytestmark = pytest.mark.slow
-
-SETTINGS = """
-SECRET_KEY = "x"
-USE_TZ = True
-INSTALLED_APPS = [
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "rest_framework_simplejwt.token_blacklist",
-    "tokenops",
-]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "own.sqlite3"}}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +52,11 @@ def test_installed_wheel_runs_in_another_project(wheel, tmp_path):
     )
     project = tmp_path / "own project"
     project.mkdir()
-    (project / "own_settings.py").write_text(SETTINGS)
+    module = write_plain_settings(project, "own_settings", str(project / "own.sqlite3"))
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(site), str(project)]),
-        "DJANGO_SETTINGS_MODULE": "own_settings",
+        "DJANGO_SETTINGS_MODULE": module,
     }
     env.pop("DATABASE_URL", None)
 

@@ -17,6 +17,7 @@ from django.test import override_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import write_plain_settings
 from tests.scheduling_helpers import REPO, split_windows
 from tokenops.schedule_hints import (
     Project,
@@ -240,13 +241,7 @@ def test_celery_default_older_than_is_the_setting(manage):
 def test_hint_works_without_celery_installed(tmp_path):
     # The example project loads its Celery app on import, so this runs in a project
     # of its own: only tokenops and simplejwt's blacklist.
-    (tmp_path / "plain_settings.py").write_text(
-        "SECRET_KEY = 'x'\n"
-        "INSTALLED_APPS = ['django.contrib.auth', 'django.contrib.contenttypes',\n"
-        "    'rest_framework_simplejwt.token_blacklist', 'tokenops']\n"
-        "DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3',\n"
-        f"    'NAME': {str(tmp_path / 'db.sqlite3')!r}}}}}\n"
-    )
+    module = write_plain_settings(tmp_path, "plain_settings", str(tmp_path / "db.sqlite3"))
     code = (
         "import sys; sys.modules['celery'] = None; sys.modules['django_celery_beat'] = None\n"
         "import django; django.setup()\n"
@@ -258,7 +253,7 @@ def test_hint_works_without_celery_installed(tmp_path):
         cwd=REPO,
         env={
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "plain_settings",
+            "DJANGO_SETTINGS_MODULE": module,
             "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
         },
         capture_output=True,

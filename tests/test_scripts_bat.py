@@ -51,14 +51,6 @@ def project(tmp_path: Path) -> Path:
     return fake_project(tmp_path / PROJECT_NAME, "cleanup_tokens.bat")
 
 
-@pytest.fixture
-def elsewhere(tmp_path: Path) -> Path:
-    """A current directory that is not the project (Task Scheduler starts in System32)."""
-    path = tmp_path / "elsewhere"
-    path.mkdir()
-    return path
-
-
 def run_bat(
     wine: Wine,
     project: Path,

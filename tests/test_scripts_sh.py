@@ -56,13 +56,6 @@ def project(tmp_path: Path) -> Path:
     return fake_project(tmp_path / PROJECT_NAME, "cleanup_tokens.sh")
 
 
-@pytest.fixture
-def elsewhere(tmp_path: Path) -> Path:
-    path = tmp_path / "elsewhere"
-    path.mkdir()
-    return path
-
-
 def run_sh(
     project: Path,
     *args: str,
