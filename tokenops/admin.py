@@ -1,13 +1,12 @@
 """The admin's "Token hygiene" page (figures, chart, history, dry run, purge) and PurgeRun.
 
 Viewing the page needs ``tokenops.view_token_hygiene``; purging needs
-``tokenops.run_purge`` as well. Purges go through ``run_purge`` like the command.
+``tokenops.run_purge`` as well. Purges and reports go through ``operations`` like the
+commands; this module only reads the request and renders.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.contrib import admin, messages
@@ -19,32 +18,30 @@ from django.urls import path, reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, pgettext
 
-from .app_settings import get_settings
 from .chart import expiry_chart
-from .checks import first_line
-from .counting import AGE_BUCKETS
-from .errors import TokenopsError
-from .history import recent_runs, stale_before
+from .errors import TokenopsError, database_error
 from .models import PurgeRun, TokenHygiene
-from .purging import PurgeResult, run_purge
-from .rendering import cutoff_line, last_purge_line, overdue_warning, purge_headline, user_label
-from .reporting import Report, build_report
+from .operations import (
+    PurgeRequest,
+    PurgeResult,
+    Report,
+    ReportRequest,
+    build_report,
+    outcome_shown,
+    run_purge,
+)
+from .rendering import (
+    age_rows,
+    cutoff_line,
+    last_purge_line,
+    overdue_warning,
+    purge_headline,
+    user_label,
+)
 
 VIEW_PERMISSION = "tokenops.view_token_hygiene"
 PURGE_PERMISSION = "tokenops.run_purge"
-
-
-def with_shown_outcome(runs: list[PurgeRun]) -> list[PurgeRun]:
-    """Label each run with its real outcome (a silent "running" row is interrupted)."""
-    try:
-        limit = stale_before(datetime.now(dt_timezone.utc))
-    except TokenopsError:
-        limit = None
-    for run in runs:
-        outcome = run.outcome if limit is None else run.outcome_at(limit)
-        run.shown_outcome = PurgeRun.Outcome(outcome).label
-        run.shown_class = outcome
-    return runs
+RECENT_RUNS = 20
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -83,7 +80,7 @@ class PurgeRunAdmin(ReadOnlyAdmin):
 
     @admin.display(description=gettext_lazy("outcome"), ordering="outcome")
     def outcome_shown(self, run: PurgeRun) -> str:
-        return with_shown_outcome([run])[0].shown_outcome
+        return PurgeRun.Outcome(outcome_shown(run)).label
 
 
 @admin.register(TokenHygiene)
@@ -129,7 +126,7 @@ class TokenHygieneAdmin(ReadOnlyAdmin):
             if result is not None:
                 messages.success(request, purge_headline(result))
             return HttpResponseRedirect(page)
-        report, error = self._report()
+        report, error = self._report(ReportRequest(self.using, top=0))
         context = {
             **self.admin_site.each_context(request),
             "title": _("Are you sure?"),
@@ -142,48 +139,38 @@ class TokenHygieneAdmin(ReadOnlyAdmin):
         return TemplateResponse(request, "tokenops/admin/purge_confirmation.html", context)
 
     def _purge(self, request: HttpRequest, *, dry_run: bool) -> PurgeResult | None:
-        conf = get_settings()
+        purge = PurgeRequest(
+            self.using,
+            dry_run=dry_run,
+            trigger=PurgeRun.Trigger.ADMIN,
+            started_by=request.user.get_username(),
+        )
         try:
-            return run_purge(
-                self.using,
-                conf.older_than,
-                dry_run=dry_run,
-                batch_size=conf.batch_size,
-                batch_seconds=conf.batch_seconds,
-                trigger=PurgeRun.Trigger.ADMIN,
-                started_by=request.user.get_username(),
-                warn=lambda message: messages.warning(request, message),
-            )
+            return run_purge(purge, warn=lambda message: messages.warning(request, message))
         except TokenopsError as exc:
             messages.error(request, str(exc))
         except DatabaseError as exc:
-            messages.error(
-                request,
-                _("Database error on %(alias)s: %(error)s")
-                % {"alias": repr(self.using), "error": first_line(exc)},
-            )
+            messages.error(request, database_error(self.using, exc))
         return None
 
-    def _report(self) -> tuple[Report | None, str]:
+    def _report(self, wanted: ReportRequest) -> tuple[Report | None, str]:
         try:
-            conf = get_settings()
-            return build_report(self.using, conf.older_than, conf.report_top), ""
+            return build_report(wanted), ""
         except TokenopsError as exc:
             return None, str(exc)
         except DatabaseError as exc:
-            return None, _("Database error on %(alias)s: %(error)s") % {
-                "alias": repr(self.using),
-                "error": first_line(exc),
-            }
+            return None, database_error(self.using, exc)
 
     def _context(self, request: HttpRequest, *, dry_run: PurgeResult | None) -> dict[str, Any]:
-        report, error = self._report()
+        report, error = self._report(
+            ReportRequest(self.using, recent_runs=RECENT_RUNS, by_time_left=True)
+        )
         chart = None
         rows: list[dict[str, Any]] = []
         warning = ""
         if report is not None:
             counts = report.counts
-            chart = expiry_chart(self.using, report.cutoff, counts)
+            chart = expiry_chart(counts)
             rows = [
                 {"kind": pgettext("tokens", "outstanding"), "counts": counts.outstanding},
                 {"kind": pgettext("tokens", "blacklisted"), "counts": counts.blacklisted},
@@ -206,12 +193,8 @@ class TokenHygieneAdmin(ReadOnlyAdmin):
             "error": error,
             "rows": rows,
             "ages": [
-                {
-                    "label": _(label),
-                    "outstanding": report.counts.outstanding.expired_by_age[index],
-                    "blacklisted": report.counts.blacklisted.expired_by_age[index],
-                }
-                for index, (label, _low, _high) in enumerate(AGE_BUCKETS)
+                {"label": label, "outstanding": outstanding, "blacklisted": blacklisted}
+                for label, outstanding, blacklisted in age_rows(report.counts)
             ]
             if report
             else [],
@@ -223,7 +206,7 @@ class TokenHygieneAdmin(ReadOnlyAdmin):
             "last_purge_line": last_purge_line(report.history) if report and report.history else "",
             "overdue_warning": warning,
             "chart": chart,
-            "runs": with_shown_outcome(recent_runs(self.using)),
+            "runs": report.runs if report else [],
             "runs_url": runs_url,
             "dry_run": dry_run,
             "dry_run_headline": purge_headline(dry_run) if dry_run else "",

@@ -110,11 +110,3 @@ def get_settings() -> TokenopsSettings:
         running_timeout=_duration("RUNNING_TIMEOUT", merged["RUNNING_TIMEOUT"]),
     )
 
-
-def as_timedelta(value: float | timedelta | None) -> timedelta:
-    """LEEWAY may be seconds (int/float) or a timedelta, as in simplejwt's TokenBackend."""
-    if value is None:
-        return timedelta(0)
-    if isinstance(value, timedelta):
-        return value
-    return timedelta(seconds=value)

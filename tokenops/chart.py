@@ -7,25 +7,10 @@ by how long they have left. Each bar shows its blacklisted share darker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
 
-from django.db.models import Count, Q
-from django.utils.translation import gettext_lazy as _
-from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from django.utils.translation import gettext as _
 
-from .counting import AGE_BUCKETS, TokenCounts
-from .cutoff import Cutoff
-
-# (label, lower bound, upper bound) of how long an active token has left.
-LEFT_BUCKETS: tuple[tuple[Any, timedelta, timedelta | None], ...] = (
-    (_("< 1 day"), timedelta(0), timedelta(days=1)),
-    (_("1-7 days"), timedelta(days=1), timedelta(days=7)),
-    (_("7-30 days"), timedelta(days=7), timedelta(days=30)),
-    (_("> 30 days"), timedelta(days=30), None),
-)
-# The same spans for AGE_BUCKETS (expired tokens), in the same order.
-AGE_LABELS = (_("< 1 day"), _("1-7 days"), _("7-30 days"), _("> 30 days"))
+from .counting import BUCKETS, TokenCounts
 
 WIDTH, HEIGHT = 760, 280
 TOP, BOTTOM, LEFT = 28, 64, 16
@@ -65,38 +50,20 @@ class Chart:
         return not any(bar.tokens for bar in self.bars)
 
 
-def _left_counts(queryset, expires: str, cutoff: Cutoff) -> list[int]:
-    now = cutoff.now
-    filters = {}
-    for index, (_label, low, high) in enumerate(LEFT_BUCKETS):
-        bucket = Q(**{f"{expires}__gt": cutoff.db_value(now + low)})
-        if high is not None:
-            bucket &= Q(**{f"{expires}__lte": cutoff.db_value(now + high)})
-        filters[f"left{index}"] = bucket
-    row = queryset.aggregate(**{name: Count("pk", filter=q) for name, q in filters.items()})
-    return [row[f"left{index}"] for index in range(len(LEFT_BUCKETS))]
+def expiry_chart(counts: TokenCounts) -> Chart:
+    """Bars from the oldest expired to the longest-lived active tokens.
 
-
-def expiry_chart(using: str, cutoff: Cutoff, counts: TokenCounts) -> Chart:
-    """Bars from the oldest expired to the longest-lived active tokens."""
-    assert len(AGE_BUCKETS) == len(AGE_LABELS)
-    outstanding_left = _left_counts(OutstandingToken.objects.using(using), "expires_at", cutoff)
-    blacklisted_left = _left_counts(
-        BlacklistedToken.objects.using(using), "token__expires_at", cutoff
-    )
+    ``counts`` must be taken with ``by_time_left`` (the active tokens' buckets).
+    """
+    out, black = counts.outstanding, counts.blacklisted
     columns = [
-        (
-            str(AGE_LABELS[i]),
-            counts.outstanding.expired_by_age[i],
-            counts.blacklisted.expired_by_age[i],
-            True,
-        )
-        for i in reversed(range(len(AGE_BUCKETS)))
+        (_(BUCKETS[i][0]), out.expired_by_age[i], black.expired_by_age[i], True)
+        for i in reversed(range(len(BUCKETS)))
     ] + [
-        (str(label), outstanding_left[i], blacklisted_left[i], False)
-        for i, (label, _low, _high) in enumerate(LEFT_BUCKETS)
+        (_(label), out.active_by_left[i], black.active_by_left[i], False)
+        for i, (label, _low, _high) in enumerate(BUCKETS)
     ]
-    expired_caption, active_caption = str(_("ago")), str(_("left"))
+    expired_caption, active_caption = _("ago"), _("left")
     tallest = max([tokens for _label, tokens, _black, _expired in columns] + [1])
     room = HEIGHT - TOP - BOTTOM
     baseline = HEIGHT - BOTTOM

@@ -1,4 +1,4 @@
-"""Is this project ready for tokenops? A Django system check and a per-database check."""
+"""Is this project ready for tokenops? A Django system check and per-database checks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.db import DatabaseError, connections
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
-from .errors import TokenopsError
+from .errors import TokenopsError, unknown_alias, unreachable
 
 BLACKLIST_APP = "rest_framework_simplejwt.token_blacklist"
 MISSING_APP = format_lazy(
@@ -32,11 +32,7 @@ def check_blacklist_app(app_configs: Any = None, **kwargs: Any) -> list[checks.C
 
 def ensure_alias(using: str) -> None:
     if using not in connections:
-        known = ", ".join(sorted(connections.settings)) or _("none")
-        raise TokenopsError(
-            _("Unknown database alias %(alias)s (configured: %(known)s).")
-            % {"alias": repr(using), "known": known}
-        )
+        raise TokenopsError(unknown_alias(using))
 
 
 def ensure_database(using: str) -> None:
@@ -71,10 +67,7 @@ def ensure_ready(using: str) -> None:
         connection.ensure_connection()
         tables = set(connection.introspection.table_names())
     except DatabaseError as exc:
-        raise TokenopsError(
-            _("Cannot reach database %(alias)s: %(error)s")
-            % {"alias": repr(using), "error": first_line(exc)}
-        ) from exc
+        raise TokenopsError(unreachable(using, exc)) from exc
     from rest_framework_simplejwt.token_blacklist.models import (
         BlacklistedToken,
         OutstandingToken,
@@ -109,7 +102,16 @@ def ensure_ready(using: str) -> None:
         )
 
 
-def first_line(exc: BaseException) -> str:
-    """Database drivers put several lines in a message; a log line wants the first."""
-    text = str(exc).strip() or exc.__class__.__name__
-    return text.splitlines()[0]
+
+def pending_migrations(using: str, app_label: str | None = None) -> list[str]:
+    """The unapplied migrations on ``using`` (of one app, or all), as "app.name" labels."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connections[using])
+        graph = executor.loader.graph
+        targets = graph.leaf_nodes(app_label) if app_label else graph.leaf_nodes()
+        plan = executor.migration_plan(targets)
+    except DatabaseError as exc:
+        raise TokenopsError(unreachable(using, exc)) from exc
+    return [f"{migration.app_label}.{migration.name}" for migration, _backwards in plan]

@@ -12,9 +12,10 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from .cutoff import Cutoff
 
-# (label, lower bound, upper bound) of how long ago an expired token expired.
-# The labels are English in JSON and CSV; tables translate them (gettext_noop marks them).
-AGE_BUCKETS: tuple[tuple[str, timedelta, timedelta | None], ...] = (
+# (label, lower bound, upper bound) of how long ago an expired token expired, and of how
+# long an active token has left. The labels are English in JSON and CSV; tables and the
+# chart translate them (gettext_noop marks them).
+BUCKETS: tuple[tuple[str, timedelta, timedelta | None], ...] = (
     (gettext_noop("< 1 day"), timedelta(0), timedelta(days=1)),
     (gettext_noop("1-7 days"), timedelta(days=1), timedelta(days=7)),
     (gettext_noop("7-30 days"), timedelta(days=7), timedelta(days=30)),
@@ -29,6 +30,8 @@ class TableCounts:
     expired: int
     purgeable: int
     expired_by_age: tuple[int, ...]
+    # Active rows by how long they have left (BUCKETS); counted only when asked.
+    active_by_left: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,19 +47,24 @@ class UserTokens:
     tokens: int
 
 
-def _aggregate(queryset, expires: str, cutoff: Cutoff) -> TableCounts:
-    """One scan: totals, expired, purgeable and the age buckets as filtered COUNTs."""
+def _aggregate(queryset, expires: str, cutoff: Cutoff, *, by_time_left: bool) -> TableCounts:
+    """One scan: totals, expired, purgeable and the buckets as filtered COUNTs."""
     now = cutoff.now
     filters = {
         "total": None,
         "expired": Q(**{f"{expires}__lte": cutoff.db_now()}),
         "purgeable": Q(**{f"{expires}__lte": cutoff.db_value()}),
     }
-    for index, (_label, low, high) in enumerate(AGE_BUCKETS):
+    for index, (_label, low, high) in enumerate(BUCKETS):
         bucket = Q(**{f"{expires}__lte": cutoff.db_value(now - low)})
         if high is not None:
             bucket &= Q(**{f"{expires}__gt": cutoff.db_value(now - high)})
         filters[f"age{index}"] = bucket
+        if by_time_left:
+            left = Q(**{f"{expires}__gt": cutoff.db_value(now + low)})
+            if high is not None:
+                left &= Q(**{f"{expires}__lte": cutoff.db_value(now + high)})
+            filters[f"left{index}"] = left
     row = queryset.aggregate(
         **{name: Count("pk", filter=condition) for name, condition in filters.items()}
     )
@@ -65,15 +73,23 @@ def _aggregate(queryset, expires: str, cutoff: Cutoff) -> TableCounts:
         active=row["total"] - row["expired"],
         expired=row["expired"],
         purgeable=row["purgeable"],
-        expired_by_age=tuple(row[f"age{index}"] for index in range(len(AGE_BUCKETS))),
+        expired_by_age=tuple(row[f"age{index}"] for index in range(len(BUCKETS))),
+        active_by_left=tuple(row[f"left{index}"] for index in range(len(BUCKETS)) if by_time_left),
     )
 
 
-def count_tokens(using: str, cutoff: Cutoff) -> TokenCounts:
-    """Counts for both tables, taken at ``cutoff.now``."""
+def count_tokens(using: str, cutoff: Cutoff, *, by_time_left: bool = False) -> TokenCounts:
+    """Counts for both tables, taken at ``cutoff.now``; one scan of each."""
     return TokenCounts(
-        outstanding=_aggregate(OutstandingToken.objects.using(using), "expires_at", cutoff),
-        blacklisted=_aggregate(BlacklistedToken.objects.using(using), "token__expires_at", cutoff),
+        outstanding=_aggregate(
+            OutstandingToken.objects.using(using), "expires_at", cutoff, by_time_left=by_time_left
+        ),
+        blacklisted=_aggregate(
+            BlacklistedToken.objects.using(using),
+            "token__expires_at",
+            cutoff,
+            by_time_left=by_time_left,
+        ),
     )
 
 

@@ -16,8 +16,6 @@ from django.utils.module_loading import import_string
 from rest_framework_simplejwt import settings as simplejwt_settings
 from rest_framework_simplejwt.tokens import SlidingToken
 
-from .app_settings import as_timedelta, get_settings
-
 OLDER_THAN = "older-than"
 LEEWAY = "LEEWAY"
 SLIDING = "sliding window"
@@ -61,9 +59,17 @@ class Cutoff:
         return self.db_value(self.now)
 
 
-def sliding_tokens_in_use() -> bool:
+def as_timedelta(value: float | timedelta | None) -> timedelta:
+    """LEEWAY may be seconds (int/float) or a timedelta, as in simplejwt's TokenBackend."""
+    if value is None:
+        return timedelta(0)
+    if isinstance(value, timedelta):
+        return value
+    return timedelta(seconds=value)
+
+
+def sliding_tokens_in_use(configured: str | bool) -> bool:
     """True when TOKENOPS says so, or (``"auto"``) when a SlidingToken can authenticate."""
-    configured = get_settings().sliding_tokens
     if configured != "auto":
         return bool(configured)
     for path in jwt_settings().AUTH_TOKEN_CLASSES:
@@ -84,11 +90,16 @@ def sliding_window(leeway: timedelta) -> timedelta:
     return as_timedelta(jwt_settings().SLIDING_TOKEN_REFRESH_LIFETIME) + 2 * leeway
 
 
-def safe_cutoff(older_than: timedelta, now: datetime | None = None) -> Cutoff:
-    """Rows that expired more than ``max(older_than, LEEWAY, sliding window)`` ago."""
+def safe_cutoff(
+    older_than: timedelta, *, sliding_tokens: str | bool = "auto", now: datetime | None = None
+) -> Cutoff:
+    """Rows that expired more than ``max(older_than, LEEWAY, sliding window)`` ago.
+
+    ``sliding_tokens`` is ``TOKENOPS["SLIDING_TOKENS"]``: ``"auto"``, True or False.
+    """
     now = now or datetime.now(timezone.utc)
     leeway = as_timedelta(jwt_settings().LEEWAY)
-    window = sliding_window(leeway) if sliding_tokens_in_use() else None
+    window = sliding_window(leeway) if sliding_tokens_in_use(sliding_tokens) else None
     candidates = [(older_than, OLDER_THAN), (leeway, LEEWAY)]
     if window is not None:
         candidates.append((window, SLIDING))

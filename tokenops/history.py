@@ -12,73 +12,47 @@ an unmigrated tokenops table costs the history row, never the purge.
 
 from __future__ import annotations
 
-import contextlib
-import getpass
-import signal
-import threading
+import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
 from django.utils.translation import gettext as _
 
-from .app_settings import get_settings
-from .checks import first_line
+from .console import Terminated
+from .counting import count_tokens
 from .dbtime import as_utc, db_now, to_db
+from .errors import first_line
 from .models import PurgeRun
 
 if TYPE_CHECKING:
     from .counting import TokenCounts
     from .cutoff import Cutoff
-    from .purging import Progress, PurgeResult
+    from .purging import Deleted
+
+logger = logging.getLogger("tokenops")
 
 # How often a running purge refreshes its heartbeat (the first batch always does).
 HEARTBEAT_SECONDS = 10.0
-RECENT_RUNS = 20
 Outcome = PurgeRun.Outcome
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl+C so the purge stops between statements and says so."""
-
-
-def login_name() -> str:
-    """Who runs this process, as the OS knows it ("" when it cannot tell)."""
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name is not an error
-        return ""
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into ``Terminated`` for the duration (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def stale_before(now: datetime) -> datetime:
+def stale_before(now: datetime, running_timeout: timedelta) -> datetime:
     """A "running" row with no heartbeat since this moment (DB form) was interrupted."""
-    return to_db(now - get_settings().running_timeout)
+    return to_db(now - running_timeout)
 
 
 class PurgeRecorder:
-    """Context manager around one purge that keeps its PurgeRun row true."""
+    """Context manager around one purge that keeps its PurgeRun row true.
+
+    ``running_timeout`` and ``keep`` are TOKENOPS' RUNNING_TIMEOUT and HISTORY_KEEP, for
+    the housekeeping a real purge does first.
+    """
 
     def __init__(
         self,
@@ -89,9 +63,13 @@ class PurgeRecorder:
         dry_run: bool,
         older_than: timedelta,
         batch_size: int | None,
+        running_timeout: timedelta,
+        keep: timedelta | None,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self.using = using
+        self.running_timeout = running_timeout
+        self.keep = keep
         self.warn = warn
         self.problem: str | None = None
         self.deleted_so_far = 0
@@ -151,8 +129,6 @@ class PurgeRecorder:
             if self.warn is not None:
                 self.warn(message)
             else:
-                from .purging import logger
-
                 logger.warning("%s", message)
         return False
 
@@ -168,12 +144,12 @@ class PurgeRecorder:
         if not row.dry_run:
             self._write(self._save)
 
-    def finished(self, result: PurgeResult) -> None:
+    def finished(self, deleted: Deleted, after: TokenCounts) -> None:
         row = self.row
-        row.outstanding_deleted = result.deleted.outstanding
-        row.blacklisted_deleted = result.deleted.blacklisted
-        row.outstanding_after = result.after.outstanding.total
-        row.blacklisted_after = result.after.blacklisted.total
+        row.outstanding_deleted = deleted.outstanding
+        row.blacklisted_deleted = deleted.blacklisted
+        row.outstanding_after = after.outstanding.total
+        row.blacklisted_after = after.blacklisted.total
 
     def _reconnect_if_broken(self) -> None:
         """Give the final writes a working connection after an interruption.
@@ -205,8 +181,6 @@ class PurgeRecorder:
         if row.dry_run or self.cutoff is None or row.outstanding_purgeable is None:
             return
         row.outstanding_deleted = self.deleted_so_far
-        from .counting import count_tokens
-
         counted: list[TokenCounts] = []
         if not self._write(lambda: counted.append(count_tokens(self.using, self.cutoff))):
             return  # the database may be what failed: keep the heartbeat's count
@@ -216,11 +190,8 @@ class PurgeRecorder:
         row.outstanding_after = now.outstanding.total
         row.blacklisted_after = now.blacklisted.total
 
-    def watch(self, progress: Progress | None) -> Progress:
-        """A Progress that passes everything on and keeps the heartbeat going."""
-        return _Heartbeat(self, progress)
-
     def beat(self, rows: int) -> None:
+        """Count a committed batch; refresh the heartbeat at most every HEARTBEAT_SECONDS."""
         self.deleted_so_far += rows
         clock = time.monotonic()
         if self.last_beat is not None and clock - self.last_beat < HEARTBEAT_SECONDS:
@@ -248,7 +219,8 @@ class PurgeRecorder:
         now = datetime.now(dt_timezone.utc)  # aware: to_db() makes it what the field holds
         runs = PurgeRun.objects.using(self.using).exclude(pk=self.row.pk)
         try:
-            stale = list(runs.filter(outcome=Outcome.RUNNING, heartbeat_at__lt=stale_before(now)))
+            limit = stale_before(now, self.running_timeout)
+            stale = list(runs.filter(outcome=Outcome.RUNNING, heartbeat_at__lt=limit))
         except Exception as exc:
             self.problem = self.problem or first_line(exc)
             stale = []
@@ -261,9 +233,8 @@ class PurgeRecorder:
                     using=self.using, update_fields=["outcome", "finished_at", "error"]
                 )
             )
-        keep = get_settings().history_keep
-        if keep is not None:
-            cutoff = to_db(now - keep)
+        if self.keep is not None:
+            cutoff = to_db(now - self.keep)
             self._write(lambda: runs.filter(started_at__lt=cutoff).delete())
 
     def _write(self, action: Callable[[], None]) -> bool:
@@ -282,25 +253,6 @@ def stale_error(row: PurgeRun) -> str:
         "No sign of life since %(moment)s: the process was killed or lost "
         "(out of memory, reboot, SIGKILL)."
     ) % {"moment": as_utc(row.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S UTC")}
-
-
-class _Heartbeat:
-    def __init__(self, recorder: PurgeRecorder, inner: Progress | None) -> None:
-        self.recorder = recorder
-        self.inner = inner
-
-    def start(self, total: int) -> None:
-        if self.inner is not None:
-            self.inner.start(total)
-
-    def advance(self, rows: int) -> None:
-        self.recorder.beat(rows)
-        if self.inner is not None:
-            self.inner.advance(rows)
-
-    def close(self) -> None:
-        if self.inner is not None:
-            self.inner.close()
 
 
 @dataclass(frozen=True)
@@ -330,9 +282,10 @@ def _read(using: str, reader: Callable[[], Any]) -> tuple[Any, str]:
         return None, first_line(exc)
 
 
-def purge_status(using: str, now: datetime, purgeable: int) -> PurgeStatus:
-    """Overdue when rows are purgeable and nothing succeeded within PURGE_WARN_AFTER."""
-    warn_after = get_settings().purge_warn_after
+def purge_status(
+    using: str, now: datetime, purgeable: int, *, warn_after: timedelta
+) -> PurgeStatus:
+    """Overdue when rows are purgeable and nothing succeeded within ``warn_after``."""
     runs = PurgeRun.objects.using(using)
 
     def read() -> tuple[PurgeRun | None, PurgeRun | None]:
@@ -352,6 +305,22 @@ def purge_status(using: str, now: datetime, purgeable: int) -> PurgeStatus:
     return PurgeStatus(True, "", last, overdue, since, purgeable, now)
 
 
-def recent_runs(using: str, limit: int = RECENT_RUNS) -> list[PurgeRun]:
+def shown_outcome(run: PurgeRun, running_timeout: timedelta | None) -> str:
+    """The outcome as it really is: a "running" row silent for ``running_timeout`` died."""
+    if running_timeout is None:
+        return run.outcome
+    return run.outcome_at(stale_before(datetime.now(dt_timezone.utc), running_timeout))
+
+
+def recent_runs(using: str, limit: int, running_timeout: timedelta) -> list[PurgeRun]:
+    """The last runs, newest first; [] when unreadable.
+
+    Each carries its real outcome as ``shown_class`` (the value) and ``shown_outcome``
+    (its label), for the admin page.
+    """
     found, _error = _read(using, lambda: list(PurgeRun.objects.using(using)[:limit]))
-    return found or []
+    runs = found or []
+    for run in runs:
+        run.shown_class = shown_outcome(run, running_timeout)
+        run.shown_outcome = Outcome(run.shown_class).label
+    return runs

@@ -1,34 +1,23 @@
-"""Delete purgeable token rows in short, time-sized batches, and report what happened.
+"""The deletion engine: purgeable token rows go in short, time-sized batches.
 
-Like ``clearsessions`` calling ``SessionStore.clear_expired()``, the commands and the
-Celery task only parse options and call ``run_purge``.
+It knows nothing of the purge history or of who started it: ``operations.run_purge``
+drives it and is told of each batch through a callback.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Protocol
 
 from django.db import DatabaseError, connections, transaction
 from django.db.models import Max
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from .app_settings import get_settings
-from .checks import ensure_database, ensure_ready
-from .counting import TokenCounts, count_tokens
-from .cutoff import Cutoff, safe_cutoff
-
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from .history import PurgeRecorder
-
-logger = logging.getLogger("tokenops")
+    from .cutoff import Cutoff
 
 # Target length of one batch's transaction. Each commit rewrites the index pages the batch
 # touched, so longer batches are faster overall (SQLite, 1,000,000 tokens: 0.25 s -> about
@@ -54,7 +43,7 @@ SQLITE_CACHE_KIB = 16 * 1024
 
 
 class Progress(Protocol):
-    """What a purge reports while it runs (the command draws it as a progress bar)."""
+    """What a purge shows while it runs (the command draws it as a progress bar)."""
 
     def start(self, total: int) -> None: ...
 
@@ -74,22 +63,6 @@ class BatchStats:
     deleted: Deleted = field(default_factory=Deleted)
     batches: int = 0
     longest_transaction: float = 0.0
-
-
-@dataclass(frozen=True)
-class PurgeResult:
-    dry_run: bool
-    database: str
-    cutoff: Cutoff
-    before: TokenCounts
-    after: TokenCounts
-    stats: BatchStats
-    seconds: float
-    started_at: datetime
-
-    @property
-    def deleted(self) -> Deleted:
-        return self.stats.deleted
 
 
 def next_batch_size(current: int, rows: int, elapsed: float, target: float) -> int:
@@ -156,7 +129,7 @@ def delete_purgeable(
     *,
     batch_size: int | None = None,
     batch_seconds: float | None = None,
-    progress: Progress | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> BatchStats:
     """Delete rows with ``expires_at <= cutoff`` in primary-key order, one transaction a batch.
 
@@ -164,6 +137,7 @@ def delete_purgeable(
     transaction, so an interruption at any moment leaves both tables consistent and the
     next run starts where this one stopped. A batch is a primary-key range, not an IN
     list, so no backend's parameter limit applies and MySQL needs no LIMIT in a subquery.
+    ``on_batch`` hears the outstanding rows of each committed batch.
     """
     if batch_seconds is None:
         vendor = connections[using].vendor
@@ -199,8 +173,8 @@ def delete_purgeable(
             blacklisted += removed_blacklisted
             batches += 1
             last_pk = upper
-            if progress is not None:
-                progress.advance(removed)
+            if on_batch is not None:
+                on_batch(removed)
             if batch_size is None:
                 size = next_batch_size(size, removed, elapsed, batch_seconds)
             if pause:
@@ -211,105 +185,3 @@ def delete_purgeable(
         longest_transaction=longest,
     )
 
-
-def run_purge(
-    using: str,
-    older_than: timedelta,
-    *,
-    dry_run: bool,
-    batch_size: int | None = None,
-    batch_seconds: float | None = None,
-    progress: Progress | None = None,
-    trigger: str = "command",
-    started_by: str = "",
-    warn: Callable[[str], None] | None = None,
-) -> PurgeResult:
-    """Count, delete what is purgeable (unless ``dry_run``), count again; record it.
-
-    ``trigger`` ("command", "task", "admin") and ``started_by`` go into the purge
-    history; ``warn`` receives the one-line warning when the history row could not be
-    written (default: the "tokenops" logger).
-    """
-    # A bad TOKENOPS value or a mistyped SQLite path fails before any history row is written.
-    get_settings()
-    ensure_database(using)
-    from .history import PurgeRecorder  # models: only once the app registry is ready
-
-    recorder = PurgeRecorder(
-        using,
-        trigger=trigger,
-        started_by=started_by,
-        dry_run=dry_run,
-        older_than=older_than,
-        batch_size=batch_size,
-        warn=warn,
-    )
-    with recorder:
-        result = _purge(
-            using,
-            older_than,
-            dry_run=dry_run,
-            batch_size=batch_size,
-            batch_seconds=batch_seconds,
-            progress=progress,
-            recorder=recorder,
-        )
-        recorder.finished(result)
-    return result
-
-
-def _purge(
-    using: str,
-    older_than: timedelta,
-    *,
-    dry_run: bool,
-    batch_size: int | None,
-    batch_seconds: float | None,
-    progress: Progress | None,
-    recorder: PurgeRecorder,
-) -> PurgeResult:
-    started_at = datetime.now(timezone.utc)
-    clock = time.monotonic()
-    ensure_ready(using)
-    cutoff = safe_cutoff(older_than, now=started_at)
-    before = count_tokens(using, cutoff)
-    recorder.counted(cutoff, before)
-    if dry_run:
-        stats, after = BatchStats(), before
-    else:
-        if progress is not None:
-            progress.start(before.outstanding.purgeable)
-        try:
-            stats = delete_purgeable(
-                using,
-                cutoff,
-                batch_size=batch_size,
-                batch_seconds=batch_seconds,
-                progress=recorder.watch(progress),
-            )
-        finally:
-            if progress is not None:
-                progress.close()
-        after = count_tokens(using, cutoff)
-    result = PurgeResult(
-        dry_run=dry_run,
-        database=using,
-        cutoff=cutoff,
-        before=before,
-        after=after,
-        stats=stats,
-        seconds=time.monotonic() - clock,
-        started_at=started_at,
-    )
-    logger.info(
-        "token purge%s on %r: cutoff %s (%s), %s outstanding and %s blacklisted rows %s in %.2f s",
-        " (dry run)" if dry_run else "",
-        using,
-        cutoff.moment.isoformat(),
-        cutoff.reason,
-        before.outstanding.purgeable if dry_run else stats.deleted.outstanding,
-        before.blacklisted.purgeable if dry_run else stats.deleted.blacklisted,
-        "would be deleted" if dry_run else "deleted",
-        result.seconds,
-    )
-    return result

@@ -17,15 +17,14 @@ from django.utils.translation import gettext as _
 from django.utils.translation import pgettext
 from tabulate import tabulate
 
-from .counting import AGE_BUCKETS, TableCounts, TokenCounts
+from .counting import BUCKETS, TableCounts, TokenCounts
 from .cutoff import OLDER_THAN, SLIDING, Cutoff
 from .dbtime import as_utc
 from .durations import format_duration
-from .purging import PurgeResult
-from .reporting import Report
 
 if TYPE_CHECKING:
     from .history import PurgeStatus
+    from .operations import PurgeResult, Report
 
 TABLE_FORMAT = "simple"
 KINDS = ("outstanding", "blacklisted")
@@ -116,7 +115,7 @@ def report_dict(report: Report) -> dict[str, Any]:
                 "outstanding": counts.outstanding.expired_by_age[index],
                 "blacklisted": counts.blacklisted.expired_by_age[index],
             }
-            for index, (label, _low, _high) in enumerate(AGE_BUCKETS)
+            for index, (label, _low, _high) in enumerate(BUCKETS)
         ],
         "top_users": [
             {"user_id": user.user_id, "username": user.username, "tokens": user.tokens}
@@ -191,6 +190,14 @@ def overdue_warning(status: PurgeStatus) -> str:
     )
 
 
+def age_rows(counts: TokenCounts) -> list[tuple[str, int, int]]:
+    """(translated bucket, outstanding, blacklisted) of expired tokens by time since expiry."""
+    return [
+        (_(label), counts.outstanding.expired_by_age[i], counts.blacklisted.expired_by_age[i])
+        for i, (label, _low, _high) in enumerate(BUCKETS)
+    ]
+
+
 def user_label(username: str | None) -> str:
     return _("(deleted user)") if username is None else username
 
@@ -216,14 +223,7 @@ def render_report(report: Report, fmt: str) -> str:
         "",
         _("Expired tokens by time since expiry"),
         tabulate(
-            [
-                [
-                    _(label),
-                    counts.outstanding.expired_by_age[i],
-                    counts.blacklisted.expired_by_age[i],
-                ]
-                for i, (label, _low, _high) in enumerate(AGE_BUCKETS)
-            ],
+            age_rows(counts),
             headers=[
                 pgettext("tokens", "expired"),
                 pgettext("tokens", "outstanding"),

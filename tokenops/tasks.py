@@ -1,5 +1,8 @@
 """The purge as a Celery task: the same ``run_purge`` as ``token_purge``, failures Celery sees.
 
+Its arguments default like the command's options: ``older_than`` to TOKENOPS["OLDER_THAN"],
+``batch_size`` to TOKENOPS["BATCH_SIZE"].
+
 The usual recipe (a task calling ``flushexpiredtokens`` inside ``try/except`` that only
 logs) makes Celery record success while nothing was purged. Here bad input and missing
 tables fail the task at once; a transient database error (a locked SQLite file, a
@@ -29,13 +32,12 @@ except ImportError as exc:
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
-from .app_settings import get_settings
-from .beat import TASK_NAME
-from .checks import first_line
 from .durations import parse_duration
-from .errors import TokenopsError
-from .purging import run_purge
+from .errors import TokenopsError, first_line
+from .models import PurgeRun
+from .operations import PurgeRequest, run_purge
 from .rendering import purge_dict
+from .scheduling.schedule import CELERY_TASK
 
 logger = logging.getLogger("tokenops")
 
@@ -55,12 +57,12 @@ def is_transient(exc: BaseException) -> bool:
 
 def validate_arguments(
     older_than: Any, batch_size: Any, database: Any, dry_run: Any
-) -> tuple[Any, int | None]:
+) -> PurgeRequest:
     """Arguments arrive as JSON, often typed into the admin: check types, not just values.
 
     A ``"false"`` string taken as truthy would turn a purge into a silent dry run.
     """
-    if not isinstance(older_than, str):
+    if older_than is not None and not isinstance(older_than, str):
         raise TokenopsError(
             f"older_than must be a duration string such as '7d', got {older_than!r}."
         )
@@ -72,12 +74,18 @@ def validate_arguments(
         raise TokenopsError(f"database must be a database alias, got {database!r}.")
     if not isinstance(dry_run, bool):
         raise TokenopsError(f"dry_run must be true or false, got {dry_run!r}.")
-    return parse_duration(older_than), batch_size
+    return PurgeRequest(
+        database,
+        older_than=None if older_than is None else parse_duration(older_than),
+        batch_size=batch_size,
+        dry_run=dry_run,
+        trigger=PurgeRun.Trigger.TASK,
+    )
 
 
 @shared_task(
     bind=True,
-    name=TASK_NAME,
+    name=CELERY_TASK,
     # Read by the retry code below (Celery only applies them itself with autoretry_for).
     max_retries=5,
     retry_backoff=5,
@@ -86,23 +94,15 @@ def validate_arguments(
 )
 def purge_expired_tokens(
     self: Any,
-    older_than: str = "0d",
+    older_than: str | None = None,
     batch_size: int | None = None,
     database: str = "default",
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Purge what ``token_purge`` would and return its ``--format json`` dict."""
-    older, batch_size = validate_arguments(older_than, batch_size, database, dry_run)
-    conf = get_settings()
+    request = validate_arguments(older_than, batch_size, database, dry_run)
     try:
-        result = run_purge(
-            database,
-            older,
-            dry_run=dry_run,
-            batch_size=batch_size or conf.batch_size,
-            batch_seconds=conf.batch_seconds,
-            trigger="task",
-        )
+        result = run_purge(request)
     except (TokenopsError, DatabaseError) as exc:
         retries = self.request.retries
         if not is_transient(exc):

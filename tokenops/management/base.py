@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.utils.translation import gettext as _
 
-from ..app_settings import MAX_ROWS, get_settings
-from ..checks import first_line
+from ..app_settings import MAX_ROWS
+from ..console import make_streams_safe
 from ..durations import EXAMPLES, parse_duration
-from ..errors import TokenopsError
-from ..output import make_streams_safe
+from ..errors import TokenopsError, database_error
 
 USAGE_ERROR = 2
 
@@ -102,9 +100,6 @@ class TokenopsCommand(BaseCommand):
             ).replace("%(examples)s", str(EXAMPLES)),
         )
 
-    def older_than_or_default(self, value: timedelta | None) -> timedelta:
-        return get_settings().older_than if value is None else value
-
     def execute(self, *args: Any, **options: Any) -> Any:
         make_streams_safe()
         try:
@@ -113,7 +108,4 @@ class TokenopsCommand(BaseCommand):
             raise CommandError(str(exc)) from exc
         except DatabaseError as exc:
             alias = options.get("database", DEFAULT_DB_ALIAS)
-            raise CommandError(
-                _("Database error on %(alias)s: %(error)s")
-                % {"alias": repr(alias), "error": first_line(exc)}
-            ) from exc
+            raise CommandError(database_error(alias, exc)) from exc

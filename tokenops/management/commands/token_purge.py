@@ -1,13 +1,12 @@
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from ...app_settings import get_settings
-from ...history import login_name, terminate_as_interrupt
-from ...progress import terminal_progress
-from ...purging import run_purge
+from ...console import login_name, terminal_progress, terminate_as_interrupt
+from ...operations import PurgeRequest, run_purge
 from ...rendering import render_purge
 from ..base import TokenopsCommand, positive_int
 
@@ -54,7 +53,7 @@ class Command(TokenopsCommand):
         self,
         *,
         dry_run: bool,
-        older_than: Any,
+        older_than: timedelta | None,
         batch_size: int | None,
         format: str,
         database: str,
@@ -62,18 +61,19 @@ class Command(TokenopsCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        conf = get_settings()
+        request = PurgeRequest(
+            database,
+            older_than=older_than,
+            batch_size=batch_size,
+            dry_run=dry_run,
+            started_by=login_name(),
+        )
         progress = terminal_progress(self.stderr._out, enabled=not no_progress and verbosity > 0)
         try:
             with terminate_as_interrupt():
                 result = run_purge(
-                    database,
-                    self.older_than_or_default(older_than),
-                    dry_run=dry_run,
-                    batch_size=batch_size or conf.batch_size,
-                    batch_seconds=conf.batch_seconds,
+                    request,
                     progress=progress,
-                    started_by=login_name(),
                     warn=lambda message: self.stderr.write(
                         _("Warning: %(message)s") % {"message": message}
                     ),

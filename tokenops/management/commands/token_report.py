@@ -1,12 +1,12 @@
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from ...app_settings import get_settings
+from ...operations import ReportRequest, build_report
 from ...rendering import overdue_warning, render_report
-from ...reporting import build_report
 from ..base import TokenopsCommand, count_arg
 
 
@@ -36,13 +36,15 @@ class Command(TokenopsCommand):
         self.add_database_argument(parser)
 
     def handle(
-        self, *, older_than: Any, top: int | None, format: str, database: str, **options: Any
+        self,
+        *,
+        older_than: timedelta | None,
+        top: int | None,
+        format: str,
+        database: str,
+        **options: Any,
     ) -> None:
-        report = build_report(
-            database,
-            self.older_than_or_default(older_than),
-            get_settings().report_top if top is None else top,
-        )
+        report = build_report(ReportRequest(database, older_than=older_than, top=top))
         self.stdout.write(render_report(report, format))
         if report.history is not None and report.history.overdue:
             self.stderr.write(overdue_warning(report.history))

@@ -1,25 +1,12 @@
-from datetime import time
 from typing import Any
 
 from django.core.management.base import CommandParser
 
-from ...app_settings import get_settings
 from ...durations import parse_duration
 from ...errors import TokenopsError
-from ...schedule_hints import (
-    DAYS,
-    PLATFORMS,
-    Schedule,
-    celery_hint,
-    detect_project,
-    header_text,
-    host_platform,
-    linux_hint,
-    parse_at,
-    parse_schedule,
-    readiness_warnings,
-    windows_hint,
-)
+from ...scheduling.hints import scheduling_hints
+from ...scheduling.project import PLATFORMS, host_platform
+from ...scheduling.schedule import DAYS, EVERY, parse_at, parse_schedule
 from ..base import TokenopsCommand, argument_type
 
 at_arg = argument_type(parse_at, keep_text=True)
@@ -49,7 +36,7 @@ class Command(TokenopsCommand):
         )
         parser.add_argument(
             "--every",
-            choices=["day", "week"],
+            choices=EVERY,
             default="day",
             help="How often (default: %(default)s).",
         )
@@ -98,33 +85,12 @@ class Command(TokenopsCommand):
             if platform != "celery":
                 flag = "--install" if install else "--uninstall"
                 raise TokenopsError(f"{flag} works with --platform celery only.")
-            self.change_beat_schedule(schedule, database, install=install)
+            from ...scheduling.beat import install_periodic_task, uninstall_periodic_task
+
+            result = install_periodic_task(schedule) if install else uninstall_periodic_task()
+            self.stdout.write(result.message())
             return
-        platforms = list(PLATFORMS) if platform == "all" else [platform]
-        project = detect_project()
-        sections = [header_text(project, platforms)]
-        for name in platforms:
-            if name == "windows":
-                sections.append(windows_hint(project, schedule))
-            elif name == "linux":
-                sections.append(linux_hint(project, schedule))
-            else:
-                sections.append(celery_hint(schedule, older_than or get_settings().older_than_text))
-        self.stdout.write("\n\n".join(sections))
-        for warning in readiness_warnings(project, platforms, database):
+        hints = scheduling_hints(schedule, platform)
+        self.stdout.write(hints.text)
+        for warning in hints.warnings:
             self.stderr.write(f"Warning: {warning}")
-
-    def change_beat_schedule(self, schedule: Schedule, database: str, *, install: bool) -> None:
-        from ...beat import install_periodic_task, uninstall_periodic_task
-
-        if install:
-            result = install_periodic_task(
-                at=time(schedule.hour, schedule.minute),
-                every=schedule.every,
-                day=schedule.day,
-                older_than=schedule.older_than or get_settings().older_than_text,
-                database=database,
-            )
-        else:
-            result = uninstall_periodic_task()
-        self.stdout.write(result.message())

@@ -1,160 +1,59 @@
-"""Ready-to-paste scheduling text (Task Scheduler, cron, systemd, Celery beat) for this project.
+"""Ready-to-paste scheduling text (Task Scheduler, cron, systemd, Celery beat) for a project.
 
 The text is filled in with the project's real paths, so a user pastes it and is done;
-the warnings name what would make a scheduled run fail. Nothing here imports Celery:
-the hint must work on a machine where Celery is not installed.
+the warnings name what would make a scheduled run fail.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import re
 import shlex
 import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
-from django.apps import apps
 from django.conf import settings
-from django.db import DatabaseError, connections
 
-from .checks import BLACKLIST_APP, first_line
-from .durations import parse_duration
-from .errors import TokenopsError
+from ..app_settings import get_settings
+from ..console import login_name
+from .project import (
+    PLATFORMS,
+    WRAPPERS,
+    Project,
+    detect_project,
+    readiness_warnings,
+    wrapper_python,
+)
+from .schedule import CELERY_TASK, Schedule
 
-PLATFORMS = ("windows", "linux", "celery")
-TASK_NAME = "tokenops cleanup_tokens"
-CELERY_TASK = "tokenops.tasks.purge_expired_tokens"
+WINDOWS_TASK = "tokenops cleanup_tokens"
 SYSTEMD_UNIT = "tokenops-cleanup"
-VENV_NAMES = ("env", ".venv", "venv")
-LOG_NAME = "cleanup_tokens.log"
 SCHTASKS_TR_LIMIT = 261
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-DAY_NAMES = {
-    "mon": "Monday",
-    "tue": "Tuesday",
-    "wed": "Wednesday",
-    "thu": "Thursday",
-    "fri": "Friday",
-    "sat": "Saturday",
-    "sun": "Sunday",
-}
-# cron counts Sunday as 0.
-CRON_DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 CMD_SPECIALS = frozenset("&|<>()^")
-_AT = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 
 
 @dataclass(frozen=True)
-class Schedule:
-    """When to run and what token_purge options each run gets."""
-
-    hour: int
-    minute: int
-    every: str = "day"
-    day: str = "sun"
-    older_than: str | None = None
-    database: str = "default"
-
-    @property
-    def at(self) -> str:
-        return f"{self.hour:02d}:{self.minute:02d}"
-
-    @property
-    def purge_args(self) -> list[str]:
-        args = ["--older-than", self.older_than] if self.older_than else []
-        return [*args, "--database", self.database] if self.database != "default" else args
-
-    @property
-    def described(self) -> str:
-        if self.every == "week":
-            return f"every {DAY_NAMES[self.day]} at {self.at}"
-        return f"every day at {self.at}"
+class Hints:
+    text: str
+    warnings: list[str]
 
 
-@dataclass(frozen=True)
-class Project:
-    """Where the project is, and which python runs it, as the wrappers will see it."""
-
-    root: PurePath
-    root_source: str
-    python: str
-    in_venv: bool
-    host: str
-
-    def flavoured(self, platform: str) -> PurePath:
-        """The root as a path of ``platform`` (it differs from the host's only in separators)."""
-        if platform == "windows":
-            return PureWindowsPath(self.root)
-        return PurePosixPath(self.root.as_posix())
-
-    def script(self, platform: str, name: str) -> PurePath:
-        return self.flavoured(platform) / "scripts" / name
-
-    def log(self, platform: str) -> PurePath:
-        return self.flavoured(platform) / "logs" / LOG_NAME
-
-
-def host_platform() -> str:
-    return "windows" if sys.platform == "win32" else "linux"
-
-
-def parse_at(text: str) -> tuple[int, int]:
-    """``HH:MM`` (24-hour) as (hour, minute)."""
-    match = _AT.fullmatch(text.strip())
-    if not match or int(match[1]) > 23 or int(match[2]) > 59:
-        raise TokenopsError(
-            f"Invalid time {text!r}: use 24-hour HH:MM, for example 03:00 or 23:30."
-        )
-    return int(match[1]), int(match[2])
-
-
-def parse_schedule(
-    at: str,
-    every: str,
-    day: str = "sun",
-    older_than: str | None = None,
-    database: str = "default",
-) -> Schedule:
-    """Validate the options; a problem is one TokenopsError line."""
-    hour, minute = parse_at(at)
-    if every not in ("day", "week"):
-        raise TokenopsError(f"Invalid --every {every!r}: use day or week.")
-    if day not in DAYS:
-        raise TokenopsError(f"Invalid day {day!r}: use one of {', '.join(DAYS)}.")
-    if older_than is not None:
-        parse_duration(older_than)
-        older_than = older_than.strip().lower()
-    return Schedule(hour, minute, every, day, older_than, database)
-
-
-def detect_project() -> Project:
-    """The example project's root is where manage.py is: settings.BASE_DIR, else the cwd."""
-    base_dir = getattr(settings, "BASE_DIR", None)
-    if base_dir:
-        root, source = Path(base_dir).resolve(), "settings.BASE_DIR"
-    else:
-        root, source = Path.cwd().resolve(), "the current directory (settings has no BASE_DIR)"
-    return Project(
-        root=root,
-        root_source=source,
-        python=sys.executable,
-        in_venv=sys.prefix != sys.base_prefix,
-        host=host_platform(),
-    )
-
-
-def wrapper_python(root: Path, platform: str) -> Path | None:
-    """The python the wrapper scripts will pick: the first venv folder that has one."""
-    relative = ("Scripts", "python.exe") if platform == "windows" else ("bin", "python")
-    for name in VENV_NAMES:
-        candidate = root.joinpath(name, *relative)
-        if candidate.is_file():
-            return candidate
-    return None
+def scheduling_hints(schedule: Schedule, platform: str) -> Hints:
+    """The texts for ``platform`` ("all" for every one), and what would make a run fail."""
+    platforms = list(PLATFORMS) if platform == "all" else [platform]
+    project = detect_project()
+    sections = [header_text(project, platforms)]
+    for name in platforms:
+        if name == "windows":
+            sections.append(windows_hint(project, schedule))
+        elif name == "linux":
+            sections.append(linux_hint(project, schedule))
+        else:
+            older_than = schedule.older_than or get_settings().older_than_text
+            sections.append(celery_hint(schedule, older_than))
+    return Hints("\n\n".join(sections), readiness_warnings(project, platforms, schedule.database))
 
 
 def cmd_line(args: list[str]) -> str:
@@ -192,8 +91,8 @@ def bat_command(project: Project, schedule: Schedule) -> str:
 
 
 def schtasks_create(project: Project, schedule: Schedule) -> str:
-    args = ["schtasks", "/Create", "/TN", TASK_NAME, "/TR", schtasks_task_run(project, schedule)]
-    if schedule.every == "week":
+    args = ["schtasks", "/Create", "/TN", WINDOWS_TASK, "/TR", schtasks_task_run(project, schedule)]
+    if schedule.weekly:
         args += ["/SC", "WEEKLY", "/D", schedule.day.upper()]
     else:
         args += ["/SC", "DAILY"]
@@ -220,8 +119,8 @@ def register_task_command(project: Project, schedule: Schedule) -> str:
         "-Every",
         schedule.every.capitalize(),
     ]
-    if schedule.every == "week":
-        args += ["-DayOfWeek", DAY_NAMES[schedule.day]]
+    if schedule.weekly:
+        args += ["-DayOfWeek", schedule.day_name]
     if schedule.older_than:
         args += ["-OlderThan", schedule.older_than]
     if schedule.database != "default":
@@ -233,8 +132,8 @@ def register_scheduled_task_snippet(project: Project, schedule: Schedule) -> str
     """The same task in plain PowerShell, for those who would rather not run a script."""
     root = str(project.flavoured("windows"))
     run = bat_command(project, schedule)
-    if schedule.every == "week":
-        trigger = f"New-ScheduledTaskTrigger -Weekly -DaysOfWeek {DAY_NAMES[schedule.day]}"
+    if schedule.weekly:
+        trigger = f"New-ScheduledTaskTrigger -Weekly -DaysOfWeek {schedule.day_name}"
     else:
         trigger = "New-ScheduledTaskTrigger -Daily"
     return "\n".join(
@@ -248,7 +147,7 @@ def register_scheduled_task_snippet(project: Project, schedule: Schedule) -> str
             "-LogonType Interactive -RunLevel Limited",
             "$settings = New-ScheduledTaskSettingsSet -StartWhenAvailable "
             "-AllowStartIfOnBatteries -DontStopIfGoingOnBatteries",
-            f"Register-ScheduledTask -TaskName {ps_quote(TASK_NAME)} -Action $action "
+            f"Register-ScheduledTask -TaskName {ps_quote(WINDOWS_TASK)} -Action $action "
             "-Trigger $trigger -Principal $principal -Settings $settings -Force",
         ]
     )
@@ -285,8 +184,8 @@ def windows_hint(project: Project, schedule: Schedule) -> str:
         "",
         "Check it, run it once now, and read the log:",
         "",
-        f"    schtasks /Query /TN {cmd_line([TASK_NAME])} /V /FO LIST",
-        f"    schtasks /Run /TN {cmd_line([TASK_NAME])}",
+        f"    schtasks /Query /TN {cmd_line([WINDOWS_TASK])} /V /FO LIST",
+        f"    schtasks /Run /TN {cmd_line([WINDOWS_TASK])}",
         f"    type {cmd_prompt_line([str(project.log('windows'))])}",
         "",
         f"Log: {project.log('windows')} (appended on every run; "
@@ -296,11 +195,10 @@ def windows_hint(project: Project, schedule: Schedule) -> str:
 
 
 def cron_line(project: Project, schedule: Schedule) -> str:
-    dow = str(CRON_DAYS[schedule.day]) if schedule.every == "week" else "*"
     command = shlex.join([str(project.script("linux", "cleanup_tokens.sh")), *schedule.purge_args])
     # cron turns an unescaped % into a newline.
     command = command.replace("%", "\\%")
-    return f"{schedule.minute} {schedule.hour} * * {dow} {command}"
+    return f"{schedule.crontab} {command}"
 
 
 def systemd_quote(word: str) -> str:
@@ -312,7 +210,7 @@ def systemd_quote(word: str) -> str:
 
 
 def systemd_on_calendar(schedule: Schedule) -> str:
-    prefix = f"{schedule.day.capitalize()} " if schedule.every == "week" else ""
+    prefix = f"{schedule.day.capitalize()} " if schedule.weekly else ""
     return f"{prefix}*-*-* {schedule.at}:00"
 
 
@@ -353,7 +251,7 @@ def systemd_timer(schedule: Schedule) -> str:
 
 
 def linux_hint(project: Project, schedule: Schedule, user: str | None = None) -> str:
-    user = user or current_user()
+    user = user or login_name() or "your-user"
     service = systemd_service(project, schedule, user)
     timer = systemd_timer(schedule)
     unit_dir = "/etc/systemd/system"
@@ -400,7 +298,7 @@ def celery_beat_snippet(schedule: Schedule, older_than: str) -> str:
     kwargs = {"older_than": older_than}
     if schedule.database != "default":
         kwargs["database"] = schedule.database
-    day_of_week = f'"{schedule.day}"' if schedule.every == "week" else '"*"'
+    day_of_week = f'"{schedule.day}"' if schedule.weekly else '"*"'
     return "\n".join(
         [
             "from celery.schedules import crontab",
@@ -448,13 +346,6 @@ def indent(text: str) -> list[str]:
     return ["    " + line if line else "" for line in text.split("\n")]
 
 
-def current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "your-user"
-
-
 def header_text(project: Project, platforms: list[str]) -> str:
     lines = [
         f"Project root: {project.root}  (from {project.root_source})",
@@ -465,7 +356,7 @@ def header_text(project: Project, platforms: list[str]) -> str:
         if platform == "celery":
             continue
         found = wrapper_python(Path(project.root), platform)
-        script = "cleanup_tokens.bat" if platform == "windows" else "cleanup_tokens.sh"
+        script = WRAPPERS[platform]
         lines.append(
             f"{script} will use: {found}"
             if found
@@ -478,63 +369,3 @@ def header_text(project: Project, platforms: list[str]) -> str:
             "token_schedule_hint on the machine that will run the schedule to get its paths."
         )
     return "\n".join(lines)
-
-
-def readiness_warnings(project: Project, platforms: list[str], database: str) -> list[str]:
-    """What would make a scheduled run fail, one line each (empty: nothing found)."""
-    warnings: list[str] = []
-    root = Path(project.root)
-    if not (root / "manage.py").is_file():
-        warnings.append(
-            f"No manage.py in {root} (from {project.root_source}): the scripts run "
-            "'python manage.py token_purge' from the parent of their scripts folder."
-        )
-    for platform in platforms:
-        if platform == "celery":
-            continue
-        script = "cleanup_tokens.bat" if platform == "windows" else "cleanup_tokens.sh"
-        if not (root / "scripts" / script).is_file():
-            warnings.append(
-                f"{root / 'scripts' / script} does not exist: copy tokenops' scripts/ folder "
-                "into the project root."
-            )
-    if not apps.is_installed(BLACKLIST_APP):
-        warnings.append(
-            f"'{BLACKLIST_APP}' is not in INSTALLED_APPS: every scheduled token_purge "
-            "would fail. Add it and run 'python manage.py migrate'."
-        )
-    warnings += migration_warnings(database)
-    if not project.in_venv:
-        warnings.append(
-            f"Not running inside a virtualenv ({project.python}): the scheduled run uses "
-            "whatever python is first on PATH, which may lack Django and tokenops."
-        )
-    wrappers = [p for p in platforms if p != "celery"]
-    if project.in_venv and any(wrapper_python(root, p) is None for p in wrappers):
-        warnings.append(
-            f"Your virtualenv ({sys.prefix}) is not env, .venv or venv in {root}: "
-            "the scripts will not find it and use python on PATH instead; create the "
-            "venv there (python -m venv .venv) or link it."
-        )
-    return warnings
-
-
-def migration_warnings(database: str) -> list[str]:
-    if database not in connections:
-        known = ", ".join(sorted(connections.settings)) or "none"
-        return [f"Unknown database alias {database!r} (configured: {known})."]
-    from django.db.migrations.executor import MigrationExecutor
-
-    try:
-        connection = connections[database]
-        executor = MigrationExecutor(connection)
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    except DatabaseError as exc:
-        return [f"Cannot reach database {database!r}: {first_line(exc)}"]
-    if not plan:
-        return []
-    pending = sorted({migration.app_label for migration, _ in plan})
-    return [
-        f"{len(plan)} migration(s) not applied on database {database!r} "
-        f"({', '.join(pending)}): run 'python manage.py migrate --database {database}'."
-    ]

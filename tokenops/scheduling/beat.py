@@ -15,20 +15,18 @@ from __future__ import annotations
 import importlib.util
 import json
 from dataclasses import dataclass
-from datetime import time
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.db import DatabaseError, connections, router, transaction
+from django.db import router, transaction
 
-from .checks import ensure_alias, first_line
-from .durations import parse_duration
-from .errors import TokenopsError
-from .schedule_hints import CRON_DAYS, DAY_NAMES
+from ..app_settings import get_settings
+from ..checks import ensure_alias, pending_migrations
+from ..errors import TokenopsError
+from .schedule import CELERY_TASK, Schedule
 
-PERIODIC_TASK_NAME = "tokenops: purge expired tokens"
-TASK_NAME = "tokenops.tasks.purge_expired_tokens"  # tokenops.tasks needs Celery to import
+PERIODIC_CELERY_TASK = "tokenops: purge expired tokens"
 BEAT_APP = "django_celery_beat"
 DESCRIPTION = (
     "Deletes simplejwt token rows no setting can still accept (tokenops). "
@@ -43,33 +41,12 @@ ABSENT = "absent"
 
 
 @dataclass(frozen=True)
-class Schedule:
-    """A daily or weekly crontab at one minute, in one time zone."""
-
-    minute: str
-    hour: str
-    day_of_week: str
-    timezone: str
-
-    @property
-    def crontab(self) -> str:
-        return f"{self.minute} {self.hour} * * {self.day_of_week}"
-
-    def describe(self) -> str:
-        if self.day_of_week == "*":
-            days = "every day"
-        else:
-            day = next(d for d, n in CRON_DAYS.items() if str(n) == self.day_of_week)
-            days = f"every {DAY_NAMES[day]}"
-        return f"{days} at {int(self.hour):02d}:{int(self.minute):02d} ({self.timezone})"
-
-
-@dataclass(frozen=True)
 class InstallResult:
     action: str  # CREATED, UPDATED or UNCHANGED
     name: str
     task: str
     schedule: Schedule
+    timezone: str  # the crontab's: TIME_ZONE
     kwargs: dict[str, Any]
     changed: tuple[str, ...]  # what an update changed: task, schedule, kwargs, enabled
     database: str  # where the PeriodicTask is stored
@@ -83,7 +60,8 @@ class InstallResult:
             UNCHANGED: f"Periodic task '{self.name}' is already installed; nothing changed",
         }[self.action]
         lines = [
-            f"{what}: {self.task} {self.schedule.describe()}, crontab '{self.schedule.crontab}', "
+            f"{what}: {self.task} {self.schedule.described} ({self.timezone}), "
+            f"crontab '{self.schedule.crontab}', "
             f"kwargs {json.dumps(self.kwargs)}."
         ]
         if self.others:
@@ -121,15 +99,10 @@ def beat_database() -> str:
             f"'{BEAT_APP}' is not in INSTALLED_APPS: add it and run "
             f"'python manage.py migrate {BEAT_APP}'."
         )
-    from django.db.migrations.executor import MigrationExecutor
     from django_celery_beat.models import PeriodicTask
 
     alias = router.db_for_write(PeriodicTask)
-    try:
-        executor = MigrationExecutor(connections[alias])
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes(BEAT_APP))
-    except DatabaseError as exc:
-        raise TokenopsError(f"Cannot reach database {alias!r}: {first_line(exc)}") from exc
+    plan = pending_migrations(alias, BEAT_APP)
     if plan:
         raise TokenopsError(
             f"django-celery-beat is not migrated in database {alias!r} ({len(plan)} "
@@ -138,47 +111,36 @@ def beat_database() -> str:
     return alias
 
 
-def make_schedule(at: time, every: str, day: str = "sun") -> Schedule:
-    """Daily, or weekly on ``day`` (mon..sun; Sunday unless told)."""
-    if every not in ("day", "week"):
-        raise TokenopsError(f"every must be 'day' or 'week', got {every!r}.")
-    if day not in CRON_DAYS:
-        raise TokenopsError(f"day must be one of {', '.join(CRON_DAYS)}, got {day!r}.")
-    return Schedule(
-        minute=str(at.minute),
-        hour=str(at.hour),
-        day_of_week="*" if every == "day" else str(CRON_DAYS[day]),
-        timezone=str(settings.TIME_ZONE or "UTC"),
-    )
-
-
-def crontab_matches(crontab: Any, schedule: Schedule) -> bool:
-    return crontab is not None and (
-        crontab.minute,
-        crontab.hour,
-        crontab.day_of_week,
-        crontab.day_of_month,
-        crontab.month_of_year,
-        str(crontab.timezone),
-    ) == (schedule.minute, schedule.hour, schedule.day_of_week, "*", "*", schedule.timezone)
-
-
-def find_or_create_crontab(alias: str, schedule: Schedule) -> Any:
-    from django_celery_beat.models import CrontabSchedule
-
-    fields = {
-        "minute": schedule.minute,
-        "hour": schedule.hour,
-        "day_of_week": schedule.day_of_week,
+def crontab_fields(schedule: Schedule) -> dict[str, str]:
+    """The CrontabSchedule columns of ``schedule`` (their text, as the model stores it)."""
+    return {
+        "minute": str(schedule.minute),
+        "hour": str(schedule.hour),
+        "day_of_week": schedule.cron_day_of_week,
         "day_of_month": "*",
         "month_of_year": "*",
     }
+
+
+def crontab_matches(crontab: Any, schedule: Schedule, timezone: str) -> bool:
+    return (
+        crontab is not None
+        and {name: getattr(crontab, name) for name in crontab_fields(schedule)}
+        == crontab_fields(schedule)
+        and str(crontab.timezone) == timezone
+    )
+
+
+def find_or_create_crontab(alias: str, schedule: Schedule, timezone: str) -> Any:
+    from django_celery_beat.models import CrontabSchedule
+
+    fields = crontab_fields(schedule)
     # The timezone column is compared in Python: the field stores names, and the admin
     # may have made duplicates, which get_or_create would refuse.
     for crontab in CrontabSchedule.objects.using(alias).filter(**fields).order_by("pk"):
-        if str(crontab.timezone) == schedule.timezone:
+        if str(crontab.timezone) == timezone:
             return crontab
-    return CrontabSchedule.objects.using(alias).create(**fields, timezone=schedule.timezone)
+    return CrontabSchedule.objects.using(alias).create(**fields, timezone=timezone)
 
 
 def stored_kwargs(text: str) -> Any:
@@ -188,18 +150,17 @@ def stored_kwargs(text: str) -> Any:
         return None
 
 
-def install_periodic_task(
-    *, at: time, every: str, older_than: str, database: str = "default", day: str = "sun"
-) -> InstallResult:
-    """Create or update the one PeriodicTask that runs the purge at ``at``, daily or weekly.
+def install_periodic_task(schedule: Schedule) -> InstallResult:
+    """Create or update the one PeriodicTask that runs the purge on ``schedule``.
 
-    ``database`` is the alias the scheduled purge works on (a task argument); the
-    PeriodicTask itself is stored where django-celery-beat's models are routed.
+    ``schedule.database`` is the alias the scheduled purge works on (a task argument);
+    the PeriodicTask itself is stored where django-celery-beat's models are routed. The
+    crontab runs in TIME_ZONE; ``older_than`` defaults to TOKENOPS["OLDER_THAN"] as written.
     """
-    parse_duration(older_than)
-    ensure_alias(database)
-    schedule = make_schedule(at, every, day)
-    kwargs = {"older_than": older_than.strip().lower(), "database": database}
+    ensure_alias(schedule.database)
+    older_than = schedule.older_than or get_settings().older_than_text
+    kwargs = {"older_than": older_than, "database": schedule.database}
+    timezone = str(settings.TIME_ZONE or "UTC")
     alias = beat_database()
     from django_celery_beat.models import PeriodicTask
 
@@ -208,20 +169,20 @@ def install_periodic_task(
         task = (
             PeriodicTask.objects.using(alias)
             .select_for_update()
-            .filter(name=PERIODIC_TASK_NAME)
+            .filter(name=PERIODIC_CELERY_TASK)
             .first()
         )
         if task is None:
-            task = PeriodicTask(name=PERIODIC_TASK_NAME, description=DESCRIPTION)
+            task = PeriodicTask(name=PERIODIC_CELERY_TASK, description=DESCRIPTION)
             action, changed = CREATED, ()
         else:
             changed = tuple(
                 label
                 for label, differs in (
-                    ("task", task.task != TASK_NAME),
+                    ("task", task.task != CELERY_TASK),
                     (
                         "schedule",
-                        not crontab_matches(task.crontab, schedule)
+                        not crontab_matches(task.crontab, schedule, timezone)
                         or any((task.interval_id, task.solar_id, task.clocked_id)),
                     ),
                     ("kwargs", stored_kwargs(task.kwargs) != kwargs or task.args not in ("", "[]")),
@@ -232,9 +193,9 @@ def install_periodic_task(
             action = UPDATED if changed else UNCHANGED
         if action != UNCHANGED:
             if action == CREATED or "schedule" in changed:
-                task.crontab = find_or_create_crontab(alias, schedule)
+                task.crontab = find_or_create_crontab(alias, schedule, timezone)
                 task.interval = task.solar = task.clocked = None
-            task.task = TASK_NAME
+            task.task = CELERY_TASK
             task.args = "[]"
             task.kwargs = json.dumps(kwargs)
             task.enabled = True
@@ -242,16 +203,17 @@ def install_periodic_task(
             task.save(using=alias)
         others = tuple(
             PeriodicTask.objects.using(alias)
-            .filter(task=TASK_NAME)
-            .exclude(name=PERIODIC_TASK_NAME)
+            .filter(task=CELERY_TASK)
+            .exclude(name=PERIODIC_CELERY_TASK)
             .order_by("name")
             .values_list("name", flat=True)
         )
     return InstallResult(
         action=action,
-        name=PERIODIC_TASK_NAME,
-        task=TASK_NAME,
+        name=PERIODIC_CELERY_TASK,
+        task=CELERY_TASK,
         schedule=schedule,
+        timezone=timezone,
         kwargs=kwargs,
         changed=changed,
         database=alias,
@@ -265,8 +227,8 @@ def uninstall_periodic_task() -> UninstallResult:
     from django_celery_beat.models import PeriodicTask
 
     with transaction.atomic(using=alias):
-        task = PeriodicTask.objects.using(alias).filter(name=PERIODIC_TASK_NAME).first()
+        task = PeriodicTask.objects.using(alias).filter(name=PERIODIC_CELERY_TASK).first()
         if task is None:
-            return UninstallResult(action=ABSENT, name=PERIODIC_TASK_NAME, database=alias)
+            return UninstallResult(action=ABSENT, name=PERIODIC_CELERY_TASK, database=alias)
         task.delete(using=alias)
-    return UninstallResult(action=REMOVED, name=PERIODIC_TASK_NAME, database=alias)
+    return UninstallResult(action=REMOVED, name=PERIODIC_CELERY_TASK, database=alias)
