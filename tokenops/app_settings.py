@@ -109,4 +109,3 @@ def get_settings() -> TokenopsSettings:
         purge_warn_after=_duration("PURGE_WARN_AFTER", merged["PURGE_WARN_AFTER"]),
         running_timeout=_duration("RUNNING_TIMEOUT", merged["RUNNING_TIMEOUT"]),
     )
-

@@ -102,7 +102,6 @@ def ensure_ready(using: str) -> None:
         )
 
 
-
 def pending_migrations(using: str, app_label: str | None = None) -> list[str]:
     """The unapplied migrations on ``using`` (of one app, or all), as "app.name" labels."""
     from django.db.migrations.executor import MigrationExecutor

@@ -159,9 +159,9 @@ def _delete(
         if progress is not None:
             progress.advance(rows)
 
-    if progress is not None:
-        progress.start(total)
     try:
+        if progress is not None:
+            progress.start(total)
         return delete_purgeable(
             using, cutoff, batch_size=batch_size, batch_seconds=batch_seconds, on_batch=on_batch
         )

@@ -184,4 +184,3 @@ def delete_purgeable(
         batches=batches,
         longest_transaction=longest,
     )
-

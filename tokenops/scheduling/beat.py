@@ -26,7 +26,7 @@ from ..checks import ensure_alias, pending_migrations
 from ..errors import TokenopsError
 from .schedule import CELERY_TASK, Schedule
 
-PERIODIC_CELERY_TASK = "tokenops: purge expired tokens"
+PERIODIC_TASK_NAME = "tokenops: purge expired tokens"
 BEAT_APP = "django_celery_beat"
 DESCRIPTION = (
     "Deletes simplejwt token rows no setting can still accept (tokenops). "
@@ -169,11 +169,11 @@ def install_periodic_task(schedule: Schedule) -> InstallResult:
         task = (
             PeriodicTask.objects.using(alias)
             .select_for_update()
-            .filter(name=PERIODIC_CELERY_TASK)
+            .filter(name=PERIODIC_TASK_NAME)
             .first()
         )
         if task is None:
-            task = PeriodicTask(name=PERIODIC_CELERY_TASK, description=DESCRIPTION)
+            task = PeriodicTask(name=PERIODIC_TASK_NAME, description=DESCRIPTION)
             action, changed = CREATED, ()
         else:
             changed = tuple(
@@ -204,13 +204,13 @@ def install_periodic_task(schedule: Schedule) -> InstallResult:
         others = tuple(
             PeriodicTask.objects.using(alias)
             .filter(task=CELERY_TASK)
-            .exclude(name=PERIODIC_CELERY_TASK)
+            .exclude(name=PERIODIC_TASK_NAME)
             .order_by("name")
             .values_list("name", flat=True)
         )
     return InstallResult(
         action=action,
-        name=PERIODIC_CELERY_TASK,
+        name=PERIODIC_TASK_NAME,
         task=CELERY_TASK,
         schedule=schedule,
         timezone=timezone,
@@ -227,8 +227,8 @@ def uninstall_periodic_task() -> UninstallResult:
     from django_celery_beat.models import PeriodicTask
 
     with transaction.atomic(using=alias):
-        task = PeriodicTask.objects.using(alias).filter(name=PERIODIC_CELERY_TASK).first()
+        task = PeriodicTask.objects.using(alias).filter(name=PERIODIC_TASK_NAME).first()
         if task is None:
-            return UninstallResult(action=ABSENT, name=PERIODIC_CELERY_TASK, database=alias)
+            return UninstallResult(action=ABSENT, name=PERIODIC_TASK_NAME, database=alias)
         task.delete(using=alias)
-    return UninstallResult(action=REMOVED, name=PERIODIC_CELERY_TASK, database=alias)
+    return UninstallResult(action=REMOVED, name=PERIODIC_TASK_NAME, database=alias)
