@@ -22,6 +22,12 @@ def make_tokens(db: None) -> Callable[..., list]:
     return utils.make_tokens
 
 
+@pytest.fixture
+def report_population(db: None) -> None:
+    """``utils.report_population``: tokens in every state, one of a deleted user."""
+    utils.report_population()
+
+
 @pytest.fixture(scope="module")
 def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh, migrated SQLite file that subprocesses can use through DATABASE_URL."""

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.test import Client
+from django.test import Client, override_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from tests.conftest import utcnow
-from tests.test_history import dropped, expired_and_active
+from tests.utils import dropped, expired_and_active, utcnow
+from tokenops.admin import RECENT_RUNS
 from tokenops.dbtime import to_db
 from tokenops.models import PurgeRun
 
@@ -61,8 +62,8 @@ def test_index_links_to_the_page(viewer):
     assert f'<a href="{PAGE}">Token hygiene</a>' in content
 
 
-def test_page_shows_the_report_figures(viewer, make_tokens):
-    expired_and_active(make_tokens)
+def test_page_shows_the_report_figures(viewer):
+    expired_and_active()
     response = viewer.get(PAGE)
     assert response.status_code == 200
     page = response.content.decode()
@@ -77,16 +78,16 @@ def test_page_shows_the_report_figures(viewer, make_tokens):
     assert 'id="purge-now"' not in page
 
 
-def test_viewer_cannot_purge(viewer, make_tokens):
-    expired_and_active(make_tokens)
+def test_viewer_cannot_purge(viewer):
+    expired_and_active()
     assert viewer.get(PURGE).status_code == 403
     assert viewer.post(PURGE, {"confirm": "yes"}).status_code == 403
     assert OutstandingToken.objects.count() == 9
     assert PurgeRun.objects.count() == 0
 
 
-def test_viewer_can_dry_run(viewer, make_tokens):
-    expired_and_active(make_tokens)
+def test_viewer_can_dry_run(viewer):
+    expired_and_active()
     response = viewer.post(PAGE, {"action": "dry_run"})
     assert response.status_code == 200
     assert response.context["dry_run_headline"] == (
@@ -98,8 +99,8 @@ def test_viewer_can_dry_run(viewer, make_tokens):
     assert OutstandingToken.objects.count() == 9
 
 
-def test_purge_needs_confirmation_and_is_recorded(purger, make_tokens):
-    expired_and_active(make_tokens)
+def test_purge_needs_confirmation_and_is_recorded(purger):
+    expired_and_active()
     confirmation = purger.get(PURGE)
     assert confirmation.status_code == 200
     assert (
@@ -122,8 +123,8 @@ def test_purge_needs_confirmation_and_is_recorded(purger, make_tokens):
     assert (run.outstanding_deleted, run.blacklisted_deleted) == (5, 2)
 
 
-def test_purge_is_csrf_protected(make_tokens):
-    expired_and_active(make_tokens)
+def test_purge_is_csrf_protected():
+    expired_and_active()
     client = client_for(staff("olga", "view_token_hygiene", "run_purge"), enforce_csrf_checks=True)
     assert client.post(PURGE, {"confirm": "yes"}).status_code == 403
     assert client.post(PAGE, {"action": "dry_run"}).status_code == 403
@@ -131,8 +132,8 @@ def test_purge_is_csrf_protected(make_tokens):
     assert PurgeRun.objects.count() == 0
 
 
-def test_failed_purge_is_an_error_message_and_a_history_row(purger, make_tokens):
-    expired_and_active(make_tokens)
+def test_failed_purge_is_an_error_message_and_a_history_row(purger):
+    expired_and_active()
     with dropped(BlacklistedToken):
         response = purger.post(PURGE, {"confirm": "yes"}, follow=True)
         table = BlacklistedToken._meta.db_table
@@ -147,8 +148,8 @@ def test_failed_purge_is_an_error_message_and_a_history_row(purger, make_tokens)
     assert (run.outcome, run.error) == ("failed", error)
 
 
-def test_history_is_listed_read_only(viewer, purger, make_tokens):
-    expired_and_active(make_tokens)
+def test_history_is_listed_read_only(viewer, purger):
+    expired_and_active()
     purger.post(PURGE, {"confirm": "yes"})
     run = PurgeRun.objects.get()
     changelist = viewer.get("/admin/tokenops/purgerun/")
@@ -162,7 +163,7 @@ def test_history_is_listed_read_only(viewer, purger, make_tokens):
     assert PurgeRun.objects.count() == 1
 
 
-def test_stale_running_row_is_shown_interrupted(viewer, make_tokens):
+def test_stale_running_row_is_shown_interrupted(viewer):
     long_ago = to_db(utcnow() - timedelta(hours=3))
     PurgeRun.objects.create(
         started_at=long_ago, heartbeat_at=long_ago, trigger="task", database="default"
@@ -171,10 +172,116 @@ def test_stale_running_row_is_shown_interrupted(viewer, make_tokens):
     assert '<td class="outcome outcome-interrupted">interrupted</td>' in page
 
 
-def test_page_and_purge_work_without_use_tz(settings, make_tokens):
+def history_rows(page: str) -> list[list[str]]:
+    """The cells of each row of the page's purge history table, tags stripped."""
+    rows = re.findall(r'<tr class="run">(.*?)</tr>', page, re.DOTALL)
+    return [
+        [
+            re.sub(r"<[^>]+>", "", cell).strip()
+            for cell in re.findall(r"<td.*?</td>", row, re.DOTALL)
+        ]
+        for row in rows
+    ]
+
+
+def test_page_lists_the_purge_history_newest_first(viewer, purger):
+    page = viewer.get(PAGE).content.decode()
+    assert 'id="no-runs"' in page
+    assert history_rows(page) == []
+    expired_and_active()
+    purger.post(PURGE, {"confirm": "yes"})
+    viewer.post(PAGE, {"action": "dry_run"})
+    response = viewer.get(PAGE)
+    page = response.content.decode()
+    assert 'id="no-runs"' not in page
+    real, dry = PurgeRun.objects.order_by("pk")
+    assert [run.pk for run in response.context["runs"]] == [dry.pk, real.pk]
+    # outcome, dry run, way, who, outstanding and blacklisted deleted (a dry run: would be)
+    assert [cells[1:] for cells in history_rows(page)] == [
+        ["ok", "yes", "admin", "ivan", "(0)", "(0)", ""],
+        ["ok", "no", "admin", "olga", "5", "2", ""],
+    ]
+    assert history_rows(page)[1][0] == f"{real.started_at:%Y-%m-%d %H:%M:%S}"
+    assert '<a href="/admin/tokenops/purgerun/">All purge runs</a>' in page
+
+
+def test_page_lists_only_the_most_recent_runs(viewer):
+    start = utcnow() - timedelta(days=1)
+    PurgeRun.objects.bulk_create(
+        PurgeRun(
+            started_at=to_db(start + timedelta(minutes=i)),
+            heartbeat_at=to_db(start + timedelta(minutes=i)),
+            trigger="command",
+            database="default",
+            outcome="ok" if i else "failed",
+            outstanding_deleted=i,
+        )
+        for i in range(RECENT_RUNS + 5)
+    )
+    response = viewer.get(PAGE)
+    shown = [run.outstanding_deleted for run in response.context["runs"]]
+    assert shown == list(range(RECENT_RUNS + 4, 4, -1))
+    assert len(history_rows(response.content.decode())) == RECENT_RUNS == 20
+
+
+def test_page_draws_the_expiry_chart(viewer):
+    expired_and_active()
+    page = viewer.get(PAGE).content.decode()
+    [chart] = re.findall(r'<svg class="chart" id="expiry-chart".*?</svg>', page, re.DOTALL)
+    bars = re.findall(r'<rect class="bar (expired|active)"[^>]*data-tokens="(\d+)"', chart)
+    expired = [("expired", "0"), ("expired", "0"), ("expired", "5"), ("expired", "0")]
+    active = [("active", "4"), ("active", "0"), ("active", "0"), ("active", "0")]
+    assert bars == expired + active
+    assert re.findall(r'<rect class="blacklisted"[^>]*data-tokens="(\d+)"', chart) == ["2"]
+    assert "<title>expired " in chart
+    assert ": 5</title>" in chart
+    assert ": 4</title>" in chart
+
+
+def test_dry_run_result_is_shown_on_the_page_with_its_history_row(viewer):
+    expired_and_active()
+    assert 'id="dry-run-result"' not in viewer.get(PAGE).content.decode()
+    response = viewer.post(PAGE, {"action": "dry_run"})
+    page = response.content.decode()
+    [result] = re.findall(r'<div id="dry-run-result">(.*?)</div>', page, re.DOTALL)
+    assert result.strip() == (
+        "<p><strong>Dry run: nothing was deleted. Would delete 5 outstanding and 2 blacklisted "
+        "tokens from database &#x27;default&#x27;.</strong></p>"
+    )
+    assert response.context["dry_run"].before.outstanding.purgeable == 5
+    run = PurgeRun.objects.get()
+    assert [r.pk for r in response.context["runs"]] == [run.pk]
+    assert history_rows(page)[0][1:6] == ["ok", "yes", "admin", "ivan", "(5)"]
+    assert OutstandingToken.objects.count() == 9
+
+
+def test_other_actions_posted_to_the_page_only_show_it_again(viewer):
+    expired_and_active()
+    response = viewer.post(PAGE, {"action": "purge"})
+    assert (response.status_code, response["Location"]) == (302, PAGE)
+    assert PurgeRun.objects.count() == 0
+    assert OutstandingToken.objects.count() == 9
+
+
+def test_run_list_shows_the_real_outcome(viewer):
+    long_ago = to_db(utcnow() - timedelta(hours=3))
+    PurgeRun.objects.create(
+        started_at=long_ago, heartbeat_at=long_ago, trigger="task", database="default"
+    )
+    changelist = viewer.get("/admin/tokenops/purgerun/").content.decode()
+    assert '<td class="field-outcome_shown">interrupted</td>' in changelist
+    with override_settings(TOKENOPS={"RUNNING_TIMEOUT": "4h"}):
+        changelist = viewer.get("/admin/tokenops/purgerun/").content.decode()
+    assert '<td class="field-outcome_shown">running</td>' in changelist
+    with override_settings(TOKENOPS={"RUNNING_TIMEOUT": "soon"}):
+        changelist = viewer.get("/admin/tokenops/purgerun/").content.decode()
+    assert '<td class="field-outcome_shown">running</td>' in changelist  # raw, not a crash
+
+
+def test_page_and_purge_work_without_use_tz(settings):
     settings.USE_TZ = False
     settings.TIME_ZONE = "Europe/Moscow"
-    expired_and_active(make_tokens)
+    expired_and_active()
     client = client_for(staff("olga", "view_token_hygiene", "run_purge"))
     assert client.post(PURGE, {"confirm": "yes"}).status_code in (200, 302)
     response = client.get(PAGE)

@@ -4,7 +4,14 @@ import pytest
 from django.test import override_settings
 
 from my_bathhouse_backend.settings import SIMPLE_JWT
-from tokenops.cutoff import LEEWAY, OLDER_THAN, SLIDING, safe_cutoff
+from tokenops.cutoff import (
+    LEEWAY,
+    OLDER_THAN,
+    SLIDING,
+    as_timedelta,
+    safe_cutoff,
+    sliding_tokens_in_use,
+)
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
 SLIDING_CLASSES = {"AUTH_TOKEN_CLASSES": ("rest_framework_simplejwt.tokens.SlidingToken",)}
@@ -36,17 +43,51 @@ def test_sliding_tokens_widen_the_cutoff_by_the_refresh_window():
 
 @pytest.mark.parametrize(("setting", "expected"), [("auto", None), (True, SLIDING), (False, None)])
 def test_sliding_setting_forces_the_window(setting, expected):
-    with (
-        jwt(SLIDING_TOKEN_REFRESH_LIFETIME=timedelta(days=2)),
-        override_settings(TOKENOPS={"SLIDING_TOKENS": setting}),
-    ):
-        cutoff = safe_cutoff(timedelta(0), now=NOW)
+    with jwt(SLIDING_TOKEN_REFRESH_LIFETIME=timedelta(days=2)):
+        cutoff = safe_cutoff(timedelta(0), sliding_tokens=setting, now=NOW)
     assert (cutoff.sliding_window is not None) == (expected is not None)
 
 
 def test_auto_does_not_widen_when_sliding_tokens_are_explicitly_disabled():
-    with jwt(**SLIDING_CLASSES), override_settings(TOKENOPS={"SLIDING_TOKENS": False}):
-        assert safe_cutoff(timedelta(0), now=NOW).reason == OLDER_THAN
+    with jwt(**SLIDING_CLASSES):
+        assert safe_cutoff(timedelta(0), sliding_tokens=False, now=NOW).reason == OLDER_THAN
+
+
+def test_the_sliding_setting_is_the_argument_not_tokenops(settings):
+    # The caller (operations) reads TOKENOPS; safe_cutoff only obeys its argument.
+    settings.TOKENOPS = {"SLIDING_TOKENS": False}
+    with jwt(SLIDING_TOKEN_REFRESH_LIFETIME=timedelta(days=2), **SLIDING_CLASSES):
+        assert safe_cutoff(timedelta(0), now=NOW).reason == SLIDING
+        settings.TOKENOPS = {"SLIDING_TOKENS": True}
+        assert safe_cutoff(timedelta(0), sliding_tokens=False, now=NOW).sliding_window is None
+
+
+@pytest.mark.parametrize(
+    ("configured", "classes", "expected"),
+    [
+        ("auto", SLIDING_CLASSES, True),
+        ("auto", {}, False),
+        (True, {}, True),
+        (False, SLIDING_CLASSES, False),
+    ],
+)
+def test_sliding_tokens_in_use(configured, classes, expected):
+    with jwt(**classes):
+        assert sliding_tokens_in_use(configured) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, timedelta(0)),
+        (0, timedelta(0)),
+        (90, timedelta(seconds=90)),
+        (1.5, timedelta(seconds=1.5)),
+        (timedelta(minutes=2), timedelta(minutes=2)),
+    ],
+)
+def test_as_timedelta(value, expected):
+    assert as_timedelta(value) == expected
 
 
 @override_settings(USE_TZ=False, TIME_ZONE="Europe/Moscow")

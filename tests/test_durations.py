@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 
-from tokenops.durations import format_duration, parse_duration
+from tokenops.durations import MAX_DURATION, format_duration, parse_duration
 from tokenops.errors import TokenopsError
 
 
@@ -19,6 +19,7 @@ from tokenops.errors import TokenopsError
         ("0", timedelta(0)),
         (" 7D ", timedelta(days=7)),
         ("520w", timedelta(weeks=520)),
+        ("3650d", MAX_DURATION),
     ],
 )
 def test_valid_durations(text, expected):
@@ -39,10 +40,26 @@ def test_invalid_durations_show_examples(text):
 
 @pytest.mark.parametrize("text", ["3651d", "600w", "99999999999d", "100000h"])
 def test_absurd_durations_are_refused(text):
-    with pytest.raises(TokenopsError, match="too large"):
+    with pytest.raises(TokenopsError, match="too large") as raised:
         parse_duration(text)
+    assert str(raised.value) == f"Duration {text!r} is too large (at most 10 years)."
 
 
 @pytest.mark.parametrize("text", ["30m", "12h", "1w2d", "1d12h30m"])
 def test_format_round_trips(text):
     assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(0), "0m"),
+        (timedelta(minutes=30), "30m"),
+        (timedelta(days=9), "1w2d"),
+        (timedelta(days=1, hours=12, minutes=30), "1d12h30m"),
+        (timedelta(seconds=90), "1m30s"),
+        (timedelta(days=1, seconds=20), "1d20s"),
+    ],
+)
+def test_format_uses_the_units_parse_reads(value, text):
+    assert format_duration(value) == text

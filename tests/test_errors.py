@@ -1,8 +1,10 @@
 """Every bad input: one line on stderr, a non-zero exit, no traceback, nothing written."""
 
 import pytest
+from django.db import OperationalError
 
-from tests.conftest import run_manage, sqlite_url
+from tests.utils import project_env, run_manage, sqlite_url
+from tokenops.errors import TokenopsError, database_error, first_line, unknown_alias, unreachable
 
 COMMANDS = ["token_report", "token_purge"]
 MIGRATE_HINT = "run 'python manage.py migrate --database default'."
@@ -76,10 +78,10 @@ def test_unknown_tokenops_setting_is_named(manage, settings):
 def test_unmigrated_database_says_to_migrate(tmp_path, command):
     empty = tmp_path / "empty.sqlite3"
     empty.touch()
-    done = run_manage(command, env={"DATABASE_URL": sqlite_url(empty)})
+    done = run_manage(command, env=project_env(sqlite_url(empty)))
     assert done.returncode == 1
-    assert done.stdout == b""
-    assert done.stderr.decode() == (
+    assert done.stdout == ""
+    assert done.stderr == (
         "CommandError: Table token_blacklist_outstandingtoken does not exist in database "
         f"'default': {MIGRATE_HINT}\n"
     )
@@ -89,9 +91,9 @@ def test_unmigrated_database_says_to_migrate(tmp_path, command):
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_unreachable_database(command):
-    done = run_manage(command, env={"DATABASE_URL": "postgres://nobody@127.0.0.1:9/nowhere"})
+    done = run_manage(command, env=project_env("postgres://nobody@127.0.0.1:9/nowhere"))
     assert done.returncode == 1
-    err = done.stderr.decode()
+    err = done.stderr
     assert err.startswith("CommandError: Cannot reach database 'default': ")
     assert err.count("\n") == 1
     assert "Traceback" not in err
@@ -102,13 +104,12 @@ def test_unreachable_database(command):
 def test_missing_blacklist_app_is_named(command, migrated_sqlite):
     done = run_manage(
         command,
-        env={
-            "DJANGO_SETTINGS_MODULE": "tests.settings_without_blacklist",
-            "DATABASE_URL": sqlite_url(migrated_sqlite),
-        },
+        env=project_env(
+            sqlite_url(migrated_sqlite), settings_module="tests.settings_without_blacklist"
+        ),
     )
     assert done.returncode == 1
-    assert done.stderr.decode() == (
+    assert done.stderr == (
         "CommandError: 'rest_framework_simplejwt.token_blacklist' is not in INSTALLED_APPS: "
         "tokenops works on simplejwt's token blacklist tables; add the app and run "
         "'python manage.py migrate'.\n"
@@ -116,26 +117,47 @@ def test_missing_blacklist_app_is_named(command, migrated_sqlite):
 
 
 @pytest.mark.slow
-def test_system_check_reports_the_missing_app(migrated_sqlite):
-    done = run_manage(
-        "check",
-        env={
-            "DJANGO_SETTINGS_MODULE": "tests.settings_without_blacklist",
-            "DATABASE_URL": sqlite_url(migrated_sqlite),
-        },
-    )
-    assert done.returncode == 1
-    assert b"(tokenops.E001) 'rest_framework_simplejwt.token_blacklist' is not in" in done.stderr
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_missing_sqlite_file_is_not_created(tmp_path, command):
     missing = tmp_path / "typo.sqlite3"
-    done = run_manage(command, env={"DATABASE_URL": sqlite_url(missing)})
+    done = run_manage(command, env=project_env(sqlite_url(missing)))
     assert done.returncode == 1
-    assert done.stderr.decode() == (
+    assert done.stderr == (
         f"CommandError: Database file {missing} of 'default' does not exist: check "
         "DATABASES, or run 'python manage.py migrate' to create it.\n"
     )
     assert not missing.exists()
+
+
+DRIVER_ERROR = OperationalError(
+    'connection to server at "127.0.0.1", port 9 failed: Connection refused\n'
+    "\tIs the server running on that host and accepting TCP/IP connections?\n"
+)
+
+
+def test_first_line_of_a_driver_message():
+    assert first_line(DRIVER_ERROR) == (
+        'connection to server at "127.0.0.1", port 9 failed: Connection refused'
+    )
+    assert first_line(TokenopsError("  \n  padded\nsecond  ")) == "padded"
+
+
+@pytest.mark.parametrize("exc", [OperationalError(), TokenopsError("  \n ")])
+def test_first_line_of_an_empty_message_is_the_class_name(exc):
+    assert first_line(exc) == type(exc).__name__
+
+
+def test_unknown_alias_lists_the_configured_ones():
+    assert unknown_alias("nope") == (
+        "Unknown database alias 'nope' (configured: default, secondary)."
+    )
+
+
+def test_database_messages_are_one_line():
+    assert unreachable("default", DRIVER_ERROR) == (
+        "Cannot reach database 'default': connection to server at \"127.0.0.1\", port 9 "
+        "failed: Connection refused"
+    )
+    assert database_error("secondary", OperationalError("database is locked")) == (
+        "Database error on 'secondary': database is locked"
+    )

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from tests.conftest import ROOT, write_plain_settings
+from tests.utils import ROOT, write_plain_settings
 
 pytestmark = pytest.mark.slow
 

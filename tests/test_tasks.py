@@ -16,12 +16,15 @@ from datetime import timedelta
 
 import pytest
 from django.db import OperationalError, connections
+from django.test import override_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from tests.conftest import utcnow
+from tests.utils import utcnow
 from tokenops.errors import TokenopsError
 from tokenops.models import PurgeRun
-from tokenops.tasks import purge_expired_tokens
+from tokenops.operations import PurgeRequest
+from tokenops.scheduling.schedule import CELERY_TASK
+from tokenops.tasks import purge_expired_tokens, validate_arguments
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
 
@@ -91,6 +94,7 @@ def test_dry_run_writes_nothing(rows):
 
 
 def test_default_purges_everything_expired(rows):
+    """With TOKENOPS["OLDER_THAN"] at its default, "0d"."""
     purged, kept = rows()
 
     value = purge_expired_tokens.apply().get()
@@ -101,6 +105,62 @@ def test_default_purges_everything_expired(rows):
     assert len(left) == 2
     assert left < kept
     assert not left & purged
+
+
+@override_settings(TOKENOPS={"OLDER_THAN": "1d"})
+def test_without_older_than_the_task_follows_the_older_than_setting(rows):
+    _purged, kept = rows()
+
+    result = purge_expired_tokens.apply(kwargs={"batch_size": 2})
+
+    assert result.successful(), result.traceback
+    value = result.get()
+    assert value["older_than_seconds"] == 86400
+    assert value["deleted"] == {"outstanding": 3, "blacklisted": 2}
+    assert remaining() == kept
+    run = PurgeRun.objects.get()
+    assert (run.trigger, run.older_than, run.batch_size) == ("task", timedelta(days=1), 2)
+
+
+@override_settings(TOKENOPS={"OLDER_THAN": "1w"})
+def test_a_given_older_than_wins_over_the_setting(rows):
+    _purged, kept = rows()
+
+    value = purge_expired_tokens(older_than="1d")
+
+    assert value["older_than_seconds"] == 86400
+    assert remaining() == kept
+    assert PurgeRun.objects.get().older_than == timedelta(days=1)
+
+
+def test_called_directly_the_task_reads_the_setting_at_call_time(rows):
+    _purged, kept = rows()
+    with override_settings(TOKENOPS={"OLDER_THAN": "1w"}):
+        assert purge_expired_tokens(dry_run=True)["older_than_seconds"] == 7 * 86400
+    with override_settings(TOKENOPS={"OLDER_THAN": "1d"}):
+        assert purge_expired_tokens()["deleted"] == {"outstanding": 3, "blacklisted": 2}
+    assert remaining() == kept
+
+
+def test_a_bad_older_than_setting_fails_the_task_and_deletes_nothing(rows):
+    purged, kept = rows()
+
+    with override_settings(TOKENOPS={"OLDER_THAN": "soon"}):
+        result = purge_expired_tokens.apply()
+
+    assert result.failed()
+    assert isinstance(result.result, TokenopsError)
+    assert str(result.result).startswith("TOKENOPS['OLDER_THAN']: Invalid duration 'soon'")
+    assert remaining() == purged | kept
+
+
+def test_validate_arguments_leaves_the_defaults_to_the_settings():
+    assert validate_arguments(None, None, "default", False) == PurgeRequest(
+        "default", older_than=None, batch_size=None, dry_run=False, trigger="task"
+    )
+    assert validate_arguments("1w2d", 50, "secondary", True) == PurgeRequest(
+        "secondary", older_than=timedelta(days=9), batch_size=50, dry_run=True, trigger="task"
+    )
 
 
 def test_batch_size_and_database_are_honoured(rows):
@@ -258,9 +318,7 @@ def test_locked_database_succeeds_on_retry_once_the_lock_is_gone(rows, lock_seco
 
 
 def test_task_name_matches_what_beat_schedules():
-    from tokenops.beat import TASK_NAME
-
-    assert purge_expired_tokens.name == TASK_NAME == "tokenops.tasks.purge_expired_tokens"
+    assert purge_expired_tokens.name == CELERY_TASK == "tokenops.tasks.purge_expired_tokens"
     assert purge_expired_tokens.max_retries == 5
 
 

@@ -7,17 +7,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client, override_settings
 from django.utils import translation
 
-from tests.test_history import expired_and_active
+from tests.utils import PYTHON, ROOT, expired_and_active
 
-ROOT = Path(__file__).resolve().parent.parent
 LOCALE = ROOT / "tokenops" / "locale" / "ru" / "LC_MESSAGES"
 MAKEMESSAGES = ["makemessages", "-l", "ru", "--no-location", "--no-obsolete"]
 
@@ -34,8 +31,8 @@ def language_restored():
 
 @pytest.mark.django_db(transaction=True)
 @russian
-def test_report_in_russian(manage, make_tokens):
-    expired_and_active(make_tokens)
+def test_report_in_russian(manage):
+    expired_and_active()
     result = manage("token_report", "--top", "0")
     assert (result.code, result.err) == (0, "")
     lines = result.out.splitlines()
@@ -50,8 +47,8 @@ def test_report_in_russian(manage, make_tokens):
 
 @pytest.mark.django_db(transaction=True)
 @russian
-def test_purge_in_russian(manage, make_tokens):
-    expired_and_active(make_tokens)
+def test_purge_in_russian(manage):
+    expired_and_active()
     result = manage("token_purge", "--dry-run")
     assert (result.code, result.err) == (0, "")
     assert result.out.splitlines()[0] == (
@@ -86,8 +83,8 @@ def test_english_stays_english(manage):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_admin_page_in_russian(make_tokens):
-    expired_and_active(make_tokens)
+def test_admin_page_in_russian():
+    expired_and_active()
     user = User.objects.create_user("olga", is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename="view_token_hygiene"))
     client = Client(HTTP_ACCEPT_LANGUAGE="ru")
@@ -128,7 +125,7 @@ def test_po_is_up_to_date_with_the_code(tmp_path):
     shutil.copytree(ROOT / "tokenops", copy, ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
-        [sys.executable, "-m", "django", *MAKEMESSAGES],
+        [PYTHON, "-m", "django", *MAKEMESSAGES],
         cwd=copy,
         env=env,
         capture_output=True,

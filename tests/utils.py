@@ -11,10 +11,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -223,3 +223,54 @@ def write_plain_settings(folder: Path, module: str, database: str) -> str:
     """
     (folder / f"{module}.py").write_text(PLAIN_SETTINGS.format(database=database), encoding="utf-8")
     return module
+
+
+def expired_and_active(using: str = "default") -> None:
+    """Nine tokens: five purgeable (two of them blacklisted, expired 2-3 days ago), four active.
+
+    Needs database access (``db`` or ``transactional_db``).
+    """
+    now = utcnow()
+    make_tokens([now - timedelta(days=3)] * 3, using=using)
+    make_tokens([now - timedelta(days=2)] * 2, blacklisted=True, using=using)
+    make_tokens([now + timedelta(days=1)] * 4, using=using)
+
+
+@contextmanager
+def dropped(model: Any, using: str = "default") -> Iterator[None]:
+    """``model``'s table is gone for the block (as if never migrated).
+
+    The table is created again, empty, afterwards. Needs ``transactional_db``.
+    """
+    with connections[using].schema_editor() as editor:
+        editor.delete_model(model)
+    try:
+        yield
+    finally:
+        with connections[using].schema_editor() as editor:
+            editor.create_model(model)
+
+
+def report_population() -> None:
+    """2 active, 1 inside a 60 s LEEWAY, 4 expired long ago; 1 token of a deleted user.
+
+    Needs database access.
+    """
+    now = utcnow()
+    users = get_user_model()._default_manager
+    bob = users.create(username="bob")
+    gone = users.create(username="gone")
+    make_tokens([now + timedelta(days=2)], blacklisted=True)
+    make_tokens([now + timedelta(hours=1)], user=bob)
+    make_tokens([now - timedelta(seconds=30)], blacklisted=True)
+    make_tokens([now - timedelta(hours=2)], blacklisted=True, user=bob)
+    make_tokens([now - timedelta(days=3), now - timedelta(days=10)])
+    make_tokens([now - timedelta(days=40)], user=gone)
+    gone.delete()
+
+
+def line_starting(text: str, prefix: str) -> str:
+    """The one line of ``text`` that starts with ``prefix`` (indentation ignored), stripped."""
+    matches = [line.strip() for line in text.splitlines() if line.strip().startswith(prefix)]
+    assert len(matches) == 1, (prefix, matches)
+    return matches[0]

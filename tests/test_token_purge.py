@@ -1,4 +1,4 @@
-"""token_purge through manage.py, in-process: output, dry run, bad input, options, settings."""
+"""token_purge, the command: output, dry run, exit codes, options, settings, the command line."""
 
 from __future__ import annotations
 
@@ -18,25 +18,43 @@ from django.test import modify_settings, override_settings
 from django.utils import timezone as dj_timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from tests.conftest import utcnow
-from tests.purge_support import bulk_tokens, orphan_blacklist_rows, snapshot
+from tests.utils import (
+    make_tokens,
+    orphan_blacklist_rows,
+    project_env,
+    run_manage,
+    snapshot,
+    sqlite_url,
+    utcnow,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DAY = timedelta(days=1)
+# Only in the sqlite run: these tests make their own databases, so one run is enough.
+own_databases = pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="own databases; runs once, in the sqlite run"
+)
+
+
+def keys(tokens: list[OutstandingToken]) -> list[int]:
+    return [token.pk for token in tokens]
 
 
 def population(using: str = "default") -> dict[str, list[int]]:
     """Expired and live rows, blacklisted or not, for a user and for a deleted user."""
     now = utcnow()
     user, _ = get_user_model()._default_manager.db_manager(using).get_or_create(username="bob")
-    rows = {
-        "expired": bulk_tokens([now - 3 * DAY, now - 2 * DAY], user=user, using=using),
-        "expired_black": bulk_tokens([now - 10 * DAY], blacklisted=[True], user=user, using=using),
-        "live": bulk_tokens([now + DAY, now + 2 * DAY], user=user, using=using),
-        "live_black": bulk_tokens([now + 3 * DAY], blacklisted=[True], user=user, using=using),
+
+    def rows(expiries: list[datetime], blacklisted: bool = False) -> list[int]:
+        return keys(make_tokens(expiries, blacklisted=blacklisted, user=user, using=using))
+
+    return {
+        "expired": rows([now - 3 * DAY, now - 2 * DAY]),
+        "expired_black": rows([now - 10 * DAY], blacklisted=True),
+        "live": rows([now + DAY, now + 2 * DAY]),
+        "live_black": rows([now + 3 * DAY], blacklisted=True),
     }
-    return rows
 
 
 def pks(using: str = "default") -> set[int]:
@@ -250,8 +268,8 @@ def test_use_tz_false_compares_in_utc_not_local_time(manage):
     """simplejwt stores naive UTC with USE_TZ=False; Moscow local time is 3 h ahead."""
     with override_settings(USE_TZ=False, TIME_ZONE="Europe/Moscow"):
         now = datetime.now(timezone.utc)
-        expired = bulk_tokens([now - timedelta(hours=2)], blacklisted=[True])
-        live = bulk_tokens([now + timedelta(hours=1)], blacklisted=[True])
+        expired = keys(make_tokens([now - timedelta(hours=2)], blacklisted=True, user=None))
+        live = keys(make_tokens([now + timedelta(hours=1)], blacklisted=True, user=None))
         stored_live = OutstandingToken.objects.get(pk=live[0]).expires_at
         assert stored_live.tzinfo is None
         # The trap: naive local "now" is later than the live row's naive UTC expiry.
@@ -266,8 +284,8 @@ def test_use_tz_false_compares_in_utc_not_local_time(manage):
 
 def test_leeway_from_settings_keeps_tokens_it_still_accepts(manage):
     now = utcnow()
-    kept = bulk_tokens([now - timedelta(minutes=30)], blacklisted=[True])
-    gone = bulk_tokens([now - timedelta(hours=2)], blacklisted=[True])
+    kept = keys(make_tokens([now - timedelta(minutes=30)], blacklisted=True, user=None))
+    gone = keys(make_tokens([now - timedelta(hours=2)], blacklisted=True, user=None))
     with override_settings(SIMPLE_JWT={"LEEWAY": 3600}):
         result = manage("token_purge", "--format", "json")
     assert result.code == 0, result.err
@@ -279,8 +297,8 @@ def test_leeway_from_settings_keeps_tokens_it_still_accepts(manage):
 
 def test_sliding_tokens_widen_the_cutoff(manage):
     now = utcnow()
-    kept = bulk_tokens([now - timedelta(hours=20)], blacklisted=[True])
-    gone = bulk_tokens([now - timedelta(hours=30)], blacklisted=[True])
+    kept = keys(make_tokens([now - timedelta(hours=20)], blacklisted=True, user=None))
+    gone = keys(make_tokens([now - timedelta(hours=30)], blacklisted=True, user=None))
     jwt = {"AUTH_TOKEN_CLASSES": ("rest_framework_simplejwt.tokens.SlidingToken",)}
     with override_settings(SIMPLE_JWT=jwt):
         result = manage("token_purge", "--format", "json")
@@ -294,8 +312,8 @@ def test_sliding_tokens_widen_the_cutoff(manage):
 def test_tokens_of_deleted_users_go_by_expiry_only(manage):
     now = utcnow()
     user = get_user_model()._default_manager.create(username="carol")
-    expired = bulk_tokens([now - DAY, now - 2 * DAY], blacklisted=[True, False], user=user)
-    live = bulk_tokens([now + DAY, now + 2 * DAY], blacklisted=[True, False], user=user)
+    expired = keys(make_tokens([now - DAY, now - 2 * DAY], blacklisted=[True, False], user=user))
+    live = keys(make_tokens([now + DAY, now + 2 * DAY], blacklisted=[True, False], user=user))
     user.delete()
     assert OutstandingToken.objects.filter(user__isnull=True).count() == 4
     result = manage("token_purge", "--format", "json")
@@ -320,20 +338,70 @@ class FakeTerminal(io.StringIO):
         (True, ["--verbosity", "0"], False),
     ],
 )
-def test_progress_bar_only_on_a_terminal(manage, monkeypatch, tty, args, bar):
-    bulk_tokens([utcnow() - DAY] * 50)
-    terminal = FakeTerminal()
-    with monkeypatch.context() as patch:
-        if tty:
-            patch.setattr("sys.stderr", terminal)
-        result = manage("token_purge", "--batch-size", "10", *args)
-        drawn = terminal.getvalue()
-    assert result.code == 0
-    assert result.err == ""
+def test_progress_bar_only_on_a_terminal(tty, args, bar):
+    # call_command: run_command's stderr is a StringIO of its own, never a terminal.
+    make_tokens([utcnow() - DAY] * 50, user=None)
+    stderr = FakeTerminal() if tty else io.StringIO()
+    out = io.StringIO()
+    call_command("token_purge", "--batch-size", "10", *args, stdout=out, stderr=stderr)
+    drawn = stderr.getvalue()
     assert ("/50 [" in drawn and "rows/s" in drawn) is bar, drawn
+    # Without a bar, stderr stays empty; with one, the bar is all there is.
     assert not drawn or bar
+    if bar:
+        # leave=False: the bar erases itself and leaves the terminal clean for the summary.
+        assert drawn.endswith("\r"), drawn
+    assert "Warning" not in drawn
     if "--verbosity" in args:
-        assert result.out == ""
+        assert out.getvalue() == ""
     else:
-        assert result.out.startswith("Deleted 50 outstanding")
+        assert out.getvalue().startswith("Deleted 50 outstanding")
     assert OutstandingToken.objects.count() == 0
+
+
+# As a real process: the errors a scheduler's log sees are one line, with no traceback.
+
+
+def tables(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return [row[0] for row in db.execute("SELECT name FROM sqlite_master")]
+
+
+@pytest.mark.slow
+@own_databases
+def test_unmigrated_database(tmp_path):
+    path = tmp_path / "empty.sqlite3"
+    sqlite3.connect(path).close()
+    done = run_manage("token_purge", env=project_env(sqlite_url(path)))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "CommandError: Table token_blacklist_outstandingtoken does not exist in database "
+        "'default': run 'python manage.py migrate --database default'.\n"
+    )
+    assert tables(path) == []
+
+
+@pytest.mark.slow
+@own_databases
+def test_bad_batch_size_from_the_command_line(tmp_path):
+    path = tmp_path / "app.sqlite3"
+    env = project_env(sqlite_url(path))
+    assert run_manage("migrate", "-v0", env=env).returncode == 0
+    before = path.read_bytes()
+    done = run_manage("token_purge", "--batch-size", "0", env=env)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "manage.py token_purge: error: argument --batch-size: expected a whole number from "
+        "1 to 10000000, got '0'\n"
+    )
+    assert path.read_bytes() == before
+
+
+@pytest.mark.slow
+@own_databases
+def test_unreachable_server():
+    done = run_manage("token_purge", env=project_env("postgres://postgres@127.0.0.1:1/nowhere"))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith("CommandError: Cannot reach database 'default': ")
+    assert done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr

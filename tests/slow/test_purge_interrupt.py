@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 from datetime import timedelta
 
 import pytest
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from tests.conftest import utcnow
-from tests.purge_support import (
-    bulk_tokens,
+from tests.utils import (
     database_url,
-    manage_process,
+    make_tokens,
     orphan_blacklist_rows,
+    project_env,
     run_manage,
+    start_manage,
+    utcnow,
     wait_until,
 )
 
@@ -42,17 +44,22 @@ INTERRUPTED_LINE = (
 )
 
 
+def token_pks(expiries: list, blacklisted: list[bool]) -> list[int]:
+    """Rows of a deleted user (no user row to keep), fast; their primary keys in order."""
+    return [row.pk for row in make_tokens(expiries, blacklisted=blacklisted, user=None)]
+
+
 class Population:
     def __init__(self) -> None:
         now = utcnow()
         self.purgeable = set(
-            bulk_tokens(
+            token_pks(
                 [now - timedelta(days=1, minutes=i) for i in range(PURGEABLE)],
                 blacklisted=[i % 2 == 0 for i in range(PURGEABLE)],
             )
         )
         # Live rows interleaved in primary-key order with a second purgeable block.
-        mixed = bulk_tokens(
+        mixed = token_pks(
             [
                 now + timedelta(hours=1) if i % 2 else now - timedelta(days=2)
                 for i in range(LIVE * 2)
@@ -78,11 +85,13 @@ class Population:
         return remaining
 
 
-def start_slow_purge(url: str):
-    return manage_process(url, "token_purge", "--batch-size", "1", "--format", "json")
+def start_slow_purge(url: str) -> subprocess.Popen:
+    return start_manage(
+        "token_purge", "--batch-size", "1", "--format", "json", env=project_env(url)
+    )
 
 
-def signal_after_progress(process, sig: int, rows_at_most: int):
+def signal_after_progress(process: subprocess.Popen, sig: int, rows_at_most: int):
     """Send ``sig`` once the purge has brought the table down to ``rows_at_most`` rows."""
     wait_until(
         lambda: OutstandingToken.objects.count() <= rows_at_most or process.poll() is not None,
@@ -120,9 +129,9 @@ def test_killed_and_interrupted_purges_leave_consistent_tables_and_next_run_fini
     left = remaining_after_sigint & population.purgeable
     assert left
 
-    code, out, err = run_manage(url, "token_purge", "--format", "json")
-    assert (code, err) == (0, ""), err
-    data = json.loads(out)
+    done = run_manage("token_purge", "--format", "json", env=project_env(url))
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    data = json.loads(done.stdout)
     assert data["deleted"]["outstanding"] == len(left)
     assert data["after"]["outstanding"] == len(population.live)
     assert population.assert_consistent() == population.live

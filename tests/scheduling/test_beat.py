@@ -1,9 +1,9 @@
-"""tokenops.beat against django-celery-beat's real tables in the test database."""
+"""tokenops.scheduling.beat against django-celery-beat's real tables in the test database."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, time, timezone
+from datetime import datetime, timezone
 
 import pytest
 from django.core.management import call_command
@@ -16,8 +16,9 @@ from django_celery_beat.models import (
 )
 
 from my_bathhouse_backend import settings as example_settings
-from tokenops import beat
 from tokenops.errors import TokenopsError
+from tokenops.scheduling import beat
+from tokenops.scheduling.schedule import DAYS, WEEKDAYS, Schedule, parse_schedule
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,8 +26,9 @@ NAME = "tokenops: purge expired tokens"
 
 
 def install(**options):
-    defaults = {"at": time(3, 30), "every": "day", "older_than": "7d"}
-    return beat.install_periodic_task(**{**defaults, **options})
+    """Parse the options as the command does, then install."""
+    defaults = {"at": "03:30", "every": "day", "older_than": "7d"}
+    return beat.install_periodic_task(parse_schedule(**{**defaults, **options}))
 
 
 def the_task() -> PeriodicTask:
@@ -35,13 +37,15 @@ def the_task() -> PeriodicTask:
 
 def test_install_creates_one_daily_task_in_the_project_time_zone():
     with override_settings(TIME_ZONE="Europe/Moscow"):
-        result = install(at=time(3, 30), every="day", older_than="7d")
+        result = install(at="03:30", every="day", older_than="7d")
 
     assert result.action == beat.CREATED
     assert result.name == NAME
     assert result.task == "tokenops.tasks.purge_expired_tokens"
     assert result.schedule.crontab == "30 3 * * *"
-    assert result.schedule.describe() == "every day at 03:30 (Europe/Moscow)"
+    assert result.schedule.described == "every day at 03:30"
+    assert result.timezone == "Europe/Moscow"
+    assert "every day at 03:30 (Europe/Moscow), crontab '30 3 * * *'" in result.message()
     assert result.kwargs == {"older_than": "7d", "database": "default"}
     assert result.database == "default"
     assert result.others == ()
@@ -58,10 +62,11 @@ def test_install_creates_one_daily_task_in_the_project_time_zone():
 
 
 def test_weekly_means_sunday_for_celery_too():
-    result = install(at=time(4, 5), every="week")
+    result = install(at="04:05", every="week")
 
     assert result.schedule.crontab == "5 4 * * 0"
-    assert result.schedule.describe() == "every Sunday at 04:05 (UTC)"
+    assert result.schedule.described == "every Sunday at 04:05"
+    assert result.timezone == "UTC"
     schedule = the_task().crontab.schedule
     monday = datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc)
     schedule.nowfun = lambda: monday
@@ -97,7 +102,7 @@ def test_kwargs_reformatted_in_the_admin_still_count_as_unchanged():
 
 
 def test_other_options_update_the_same_task_and_keep_admin_settings():
-    install(at=time(3, 30))
+    install(at="03:30")
     task = the_task()
     task.queue = "maintenance"
     task.priority = 3
@@ -105,7 +110,7 @@ def test_other_options_update_the_same_task_and_keep_admin_settings():
     task.save()
     old_crontab = task.crontab_id
 
-    result = install(at=time(2, 15), every="week", older_than="14d", database="secondary")
+    result = install(at="02:15", every="week", older_than="14d", database="secondary")
 
     assert result.action == beat.UPDATED
     assert result.changed == ("schedule", "kwargs")
@@ -145,10 +150,10 @@ def test_a_crontab_shared_with_another_task_is_reused_never_edited():
     shared = CrontabSchedule.objects.create(minute="30", hour="3", day_of_week="*", timezone="UTC")
     PeriodicTask.objects.create(name="reports", task="app.reports", crontab=shared)
 
-    install(at=time(3, 30))
+    install(at="03:30")
     assert the_task().crontab_id == shared.pk
 
-    install(at=time(5, 0))
+    install(at="05:00")
 
     shared.refresh_from_db()
     assert (shared.minute, shared.hour) == ("30", "3")
@@ -167,7 +172,7 @@ def test_other_tasks_running_the_purge_are_reported():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"every": "month"}, "every must be 'day' or 'week', got 'month'."),
+        ({"every": "month"}, "Invalid --every 'month': use day or week."),
         ({"older_than": "soon"}, "Invalid duration 'soon'"),
     ],
 )
@@ -236,13 +241,13 @@ def test_unmigrated_tables_are_one_clear_line():
 
 
 def test_messages_say_what_happened():
-    created = install(at=time(3, 30), every="week", older_than="7d")
-    unchanged = install(at=time(3, 30), every="week", older_than="7d")
+    created = install(at="03:30", every="week", older_than="7d")
+    unchanged = install(at="03:30", every="week", older_than="7d")
     crontab = CrontabSchedule.objects.create(minute="0", hour="1", timezone="UTC")
     PeriodicTask.objects.create(
         name="hand made purge", task="tokenops.tasks.purge_expired_tokens", crontab=crontab
     )
-    updated = install(at=time(4, 0), every="week", older_than="7d")
+    updated = install(at="04:00", every="week", older_than="7d")
 
     tail = (
         "tokenops.tasks.purge_expired_tokens every Sunday at {at} (UTC), crontab '{cron}', "
@@ -267,3 +272,71 @@ def test_messages_say_what_happened():
     assert beat.uninstall_periodic_task().message() == (
         "Periodic task 'tokenops: purge expired tokens' is not installed; nothing to remove."
     )
+
+
+def test_the_task_name_is_fixed():
+    assert beat.PERIODIC_TASK_NAME == NAME
+    assert install().name == NAME
+
+
+@pytest.mark.parametrize("day", DAYS)
+def test_crontab_fields_of_a_weekly_schedule(day):
+    schedule = Schedule(22, 7, "week", day)
+
+    fields = beat.crontab_fields(schedule)
+
+    assert fields == {
+        "minute": "7",
+        "hour": "22",
+        "day_of_week": str(WEEKDAYS[day][1]),
+        "day_of_month": "*",
+        "month_of_year": "*",
+    }
+    # The same five fields, in cron's order, as the crontab the hints print.
+    order = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+    assert " ".join(fields[name] for name in order) == schedule.crontab
+
+
+@pytest.mark.parametrize("day", DAYS)
+def test_crontab_fields_of_a_daily_schedule_ignore_the_day(day):
+    assert beat.crontab_fields(Schedule(0, 0, "day", day))["day_of_week"] == "*"
+
+
+@pytest.mark.parametrize("offset", range(7))
+def test_a_weekly_task_next_runs_on_its_day(offset):
+    """Celery's own reading of the stored row: the next run falls on the chosen weekday."""
+    day = DAYS[offset]
+    result = install(at="06:45", every="week", day=day)
+
+    assert result.schedule.crontab == f"45 6 * * {WEEKDAYS[day][1]}"
+    schedule = the_task().crontab.schedule
+    sunday = datetime(2023, 12, 31, 12, 0, tzinfo=timezone.utc)  # Monday is 2024-01-01
+    schedule.nowfun = lambda: sunday
+    next_run = sunday + schedule.remaining_estimate(sunday)
+    assert next_run == datetime(2024, 1, 1 + offset, 6, 45, tzinfo=timezone.utc)
+    assert next_run.strftime("%A") == WEEKDAYS[day][0]
+
+
+def test_older_than_defaults_to_the_setting_as_written():
+    with override_settings(TOKENOPS={"OLDER_THAN": " 3D "}):
+        result = install(older_than=None)
+
+    assert result.kwargs == {"older_than": "3d", "database": "default"}
+    assert json.loads(the_task().kwargs) == {"older_than": "3d", "database": "default"}
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
+def test_the_purge_database_is_a_task_argument_not_where_the_task_lives():
+    result = install(database="secondary")
+
+    assert result.database == beat.beat_database() == "default"
+    assert result.kwargs == {"older_than": "7d", "database": "secondary"}
+    assert json.loads(the_task().kwargs)["database"] == "secondary"
+
+
+def test_an_unknown_purge_database_is_refused_before_writing():
+    with pytest.raises(TokenopsError, match=r"^Unknown database alias 'nope' \(configured: "):
+        beat.install_periodic_task(Schedule(3, 0, database="nope"))
+
+    assert not PeriodicTask.objects.exists()
+    assert not CrontabSchedule.objects.exists()

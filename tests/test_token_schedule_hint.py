@@ -1,60 +1,35 @@
-"""token_schedule_hint: real paths in ready-to-paste text, parsed back field by field."""
+"""token_schedule_hint, as a user runs it: ready-to-paste text with real paths parsed
+back field by field, its warnings, its one-line errors, and --install / --uninstall."""
 
 from __future__ import annotations
 
-import getpass
+import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import PureWindowsPath
 
 import pytest
-from django.conf import settings
 from django.test import override_settings
-from hypothesis import given
-from hypothesis import strategies as st
+from django_celery_beat.models import PeriodicTask
 
-from tests.conftest import write_plain_settings
-from tests.scheduling_helpers import REPO, split_windows
-from tokenops.schedule_hints import (
-    Project,
-    cmd_prompt_line,
-    linux_hint,
-    parse_schedule,
-    readiness_warnings,
-    schtasks_create,
-    systemd_service,
-    systemd_timer,
+from tests.utils import (
+    PYTHON,
+    ROOT,
+    line_starting,
+    project_env,
+    run_manage,
+    sqlite_url,
+    write_plain_settings,
 )
+from tests.windows import cmd_unescape, split_windows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(settings.BASE_DIR).resolve()
 WIN_ROOT = PureWindowsPath(ROOT)
-
-
-def line_starting(text: str, prefix: str) -> str:
-    matches = [line.strip() for line in text.splitlines() if line.strip().startswith(prefix)]
-    assert len(matches) == 1, (prefix, matches)
-    return matches[0]
-
-
-def cmd_unescape(line: str) -> str:
-    """What cmd.exe hands a program for a pasted line: carets outside quotes removed."""
-    out, quoted, i = [], False, 0
-    while i < len(line):
-        char = line[i]
-        if char == '"':
-            quoted = not quoted
-        elif char == "^" and not quoted and i + 1 < len(line):
-            i += 1
-            char = line[i]
-        out.append(char)
-        i += 1
-    return "".join(out)
+NAME = "tokenops: purge expired tokens"
+INSTALL = ["token_schedule_hint", "--platform", "celery", "--install"]
 
 
 def test_windows_schtasks_line(manage):
@@ -97,29 +72,6 @@ def test_windows_alternatives_checks_and_log(manage):
     assert "these paths are this Linux machine's" in result.out
 
 
-def test_a_windows_path_with_specials_is_pasteable():
-    project = Project(
-        root=PureWindowsPath(r"C:\Users\Иван Петров\R&D (test)"),
-        root_source="test",
-        python=r"C:\x\python.exe",
-        in_venv=True,
-        host="windows",
-    )
-    line = schtasks_create(project, parse_schedule("23:59", "day"))
-
-    assert "R^&D ^(test^)" in line
-    argv = split_windows(cmd_unescape(line))
-    assert split_windows(argv[5]) == [r"C:\Users\Иван Петров\R&D (test)\scripts\cleanup_tokens.bat"]
-    assert argv[6:] == ["/SC", "DAILY", "/ST", "23:59", "/F"]
-
-
-@given(st.lists(st.text(alphabet=' a\\"&()^é', max_size=8), max_size=4))
-def test_cmd_prompt_line_round_trips(args):
-    """cmd removes exactly the carets we add; the program then splits back to ``args``."""
-    line = cmd_prompt_line(["prog", *args])
-    assert split_windows(cmd_unescape(line)) == ["prog", *args]
-
-
 def test_linux_crontab_line(manage):
     result = manage(
         "token_schedule_hint", "--platform", "linux", "--at", "23:05", "--every", "week",
@@ -147,60 +99,6 @@ def test_daily_crontab_and_timer(manage):
     assert cron.split(None, 5)[:5] == ["0", "3", "*", "*", "*"]
     assert shlex.split(cron.split(None, 5)[5]) == [str(ROOT / "scripts" / "cleanup_tokens.sh")]
     assert "OnCalendar=*-*-* 03:00:00" in result.out
-
-
-def test_cron_escapes_percent_and_quotes_spaces():
-    project = Project(
-        root=PurePosixPath("/srv/my app/100% ёж"),
-        root_source="test",
-        python="/srv/x/bin/python",
-        in_venv=True,
-        host="linux",
-    )
-    text = linux_hint(project, parse_schedule("01:02", "day", older_than="2w"), user="svc")
-    cron = line_starting(text, "2 1 ")
-    command = cron.split(None, 5)[5]
-    assert "\\%" in command
-    assert shlex.split(command.replace("\\%", "%")) == [
-        "/srv/my app/100% ёж/scripts/cleanup_tokens.sh",
-        "--older-than",
-        "2w",
-    ]
-    assert 'ExecStart="/srv/my app/100%% ёж/scripts/cleanup_tokens.sh" --older-than 2w' in text
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(sys.platform != "linux", reason="systemd units are Linux's")
-def test_systemd_units_verify(tmp_path):
-    """systemd-analyze reads the units as systemd would (a wrong quote fails: no such file)."""
-    analyze = shutil.which("systemd-analyze")
-    assert analyze, "systemd-analyze missing: apt-get install systemd"
-    root = tmp_path / "my app ёж"
-    (root / "scripts").mkdir(parents=True)
-    script = root / "scripts" / "cleanup_tokens.sh"
-    shutil.copy2(REPO / "scripts" / "cleanup_tokens.sh", script)
-    project = Project(root=root, root_source="test", python="python", in_venv=True, host="linux")
-    schedule = parse_schedule("03:00", "week", "sun", "7d")
-    (tmp_path / "tokenops-cleanup.service").write_text(
-        systemd_service(project, schedule, getpass.getuser()) + "\n", encoding="utf-8"
-    )
-    (tmp_path / "tokenops-cleanup.timer").write_text(systemd_timer(schedule) + "\n")
-
-    result = subprocess.run(
-        [analyze, "verify", "tokenops-cleanup.service", "tokenops-cleanup.timer"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-    assert result.returncode == 0, result.stderr
-    assert "not executable" not in result.stderr
-    calendar = subprocess.run(
-        [analyze, "calendar", "Sun *-*-* 03:00:00"], capture_output=True, text=True, check=True
-    )
-    assert "Normalized form: Sun *-*-* 03:00:00" in calendar.stdout
 
 
 def test_celery_text(manage):
@@ -249,13 +147,11 @@ def test_hint_works_without_celery_installed(tmp_path):
         "call_command('token_schedule_hint', '--platform', 'all')\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env={
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": module,
-            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
-        },
+        [PYTHON, "-c", code],
+        cwd=ROOT,
+        env=project_env(
+            settings_module=module, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)])
+        ),
         capture_output=True,
         text=True,
         timeout=120,
@@ -309,50 +205,6 @@ def test_ready_project_gets_no_readiness_warning(manage):
     assert all(line.startswith("Warning: ") for line in result.err.splitlines())
 
 
-def test_warns_when_blacklist_app_missing():
-    apps_without = [a for a in settings.INSTALLED_APPS if not a.endswith("token_blacklist")]
-    project = Project(root=ROOT, root_source="test", python="p", in_venv=True, host="linux")
-    with override_settings(INSTALLED_APPS=apps_without):
-        warnings = readiness_warnings(project, ["linux"], "default")
-    assert any(
-        "'rest_framework_simplejwt.token_blacklist' is not in INSTALLED_APPS" in w for w in warnings
-    ), warnings
-
-
-def test_warns_outside_a_virtualenv_and_when_scripts_miss_the_venv(tmp_path):
-    (tmp_path / "manage.py").write_text("")
-    (tmp_path / "scripts").mkdir()
-    (tmp_path / "scripts" / "cleanup_tokens.sh").write_text("")
-    outside = Project(
-        root=tmp_path, root_source="test", python="/usr/bin/python3", in_venv=False, host="linux"
-    )
-    inside = Project(
-        root=tmp_path, root_source="test", python="/x/bin/python", in_venv=True, host="linux"
-    )
-
-    out_warnings = readiness_warnings(outside, ["linux"], "default")
-    in_warnings = readiness_warnings(inside, ["linux"], "default")
-    (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    (tmp_path / ".venv" / "bin" / "python").write_text("")
-    found_warnings = readiness_warnings(inside, ["linux"], "default")
-
-    assert any(
-        w.startswith("Not running inside a virtualenv (/usr/bin/python3)") for w in out_warnings
-    )
-    assert any("the scripts will not find it" in w for w in in_warnings)
-    assert not any("virtualenv" in w for w in found_warnings), found_warnings
-
-
-def test_warns_about_missing_manage_py_and_scripts(tmp_path):
-    project = Project(root=tmp_path, root_source="test", python="p", in_venv=True, host="linux")
-
-    warnings = readiness_warnings(project, ["windows", "linux"], "default")
-
-    assert any(w.startswith(f"No manage.py in {tmp_path}") for w in warnings)
-    assert any("cleanup_tokens.bat does not exist" in w for w in warnings)
-    assert any("cleanup_tokens.sh does not exist" in w for w in warnings)
-
-
 def test_root_from_the_current_directory_when_no_base_dir(manage, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with override_settings(BASE_DIR=None):
@@ -376,19 +228,12 @@ def test_unknown_database_is_a_warning(manage):
 @pytest.mark.slow
 def test_warns_about_unapplied_migrations(tmp_path):
     """A fresh database: the hint says to migrate (and still prints the schedule)."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "my_bathhouse_backend.settings",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite3'}",
-    }
-    result = subprocess.run(
-        [sys.executable, "manage.py", "token_schedule_hint", "--platform", "linux"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    result = run_manage(
+        "token_schedule_hint",
+        "--platform",
+        "linux",
+        env=project_env(sqlite_url(tmp_path / "fresh.sqlite3")),
         timeout=120,
-        check=False,
     )
 
     assert result.returncode == 0, result.stderr
@@ -399,3 +244,109 @@ def test_warns_about_unapplied_migrations(tmp_path):
         re.M,
     ), result.stderr
     assert "== Linux / macOS: cron" in result.stdout
+
+
+def test_install_twice_leaves_one_periodic_task(manage):
+    first = manage(*INSTALL, "--at", "04:15", "--older-than", "2w")
+    second = manage(*INSTALL, "--at", "04:15", "--older-than", "2w")
+
+    assert (first.code, first.err) == (0, "")
+    assert first.out.startswith(
+        f"Created periodic task '{NAME}': tokenops.tasks.purge_expired_tokens every day at "
+        "04:15 (UTC), crontab '15 4 * * *', kwargs "
+    )
+    assert (second.code, second.err) == (0, "")
+    assert second.out.startswith(f"Periodic task '{NAME}' is already installed; nothing changed")
+    task = PeriodicTask.objects.get()
+    assert task.name == NAME
+    assert json.loads(task.kwargs) == {"older_than": "2w", "database": "default"}
+
+
+def test_install_weekly_on_a_chosen_day_updates_the_task(manage):
+    manage(*INSTALL)
+    result = manage(*INSTALL, "--every", "week", "--day", "wed", "--at", "02:00")
+
+    assert result.code == 0
+    assert result.out.startswith(f"Updated periodic task '{NAME}' (schedule)")
+    assert "every Wednesday at 02:00 (UTC), crontab '0 2 * * 3'" in result.out
+    assert PeriodicTask.objects.get().crontab.day_of_week == "3"
+
+
+def test_install_defaults_older_than_to_the_setting(manage, settings):
+    settings.TOKENOPS = {"OLDER_THAN": "3d"}
+    manage(*INSTALL)
+    assert json.loads(PeriodicTask.objects.get().kwargs)["older_than"] == "3d"
+
+
+def test_uninstall_removes_it_and_says_when_absent(manage):
+    manage(*INSTALL)
+    removed = manage("token_schedule_hint", "--platform", "celery", "--uninstall")
+    absent = manage("token_schedule_hint", "--platform", "celery", "--uninstall")
+
+    assert (removed.code, removed.out) == (0, f"Removed periodic task '{NAME}'.\n")
+    assert (absent.code, absent.out) == (
+        0,
+        f"Periodic task '{NAME}' is not installed; nothing to remove.\n",
+    )
+    assert not PeriodicTask.objects.exists()
+
+
+@pytest.mark.parametrize("flag", ["--install", "--uninstall"])
+def test_flags_need_the_celery_platform(manage, flag):
+    result = manage("token_schedule_hint", "--platform", "linux", flag)
+    assert (result.code, result.out) == (1, "")
+    assert result.err == f"CommandError: {flag} works with --platform celery only.\n"
+    assert not PeriodicTask.objects.exists()
+
+
+def test_install_and_uninstall_exclude_each_other(manage):
+    result = manage(*INSTALL, "--uninstall")
+    assert result.code == 2
+    assert result.err == (
+        "manage.py token_schedule_hint: error: argument --uninstall: not allowed with "
+        "argument --install\n"
+    )
+
+
+@pytest.mark.slow
+def test_install_on_an_unmigrated_database_says_to_migrate(tmp_path):
+    done = run_manage(*INSTALL, env=project_env(sqlite_url(tmp_path / "new.sqlite3")))
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        "CommandError: django-celery-beat is not migrated in database 'default' ("
+    )
+    assert done.stderr.endswith("run 'python manage.py migrate django_celery_beat'.\n")
+
+
+def test_install_refuses_an_unknown_database_alias(manage):
+    result = manage(*INSTALL, "--database", "nope")
+    assert (result.code, result.out) == (1, "")
+    assert result.err == (
+        "CommandError: Unknown database alias 'nope' (configured: default, secondary).\n"
+    )
+    assert not PeriodicTask.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
+def test_every_printed_schedule_purges_the_chosen_database(manage):
+    result = manage("token_schedule_hint", "--platform", "all", "--database", "secondary")
+    assert result.code == 0
+    lines = result.out.splitlines()
+    crontab = next(line.strip() for line in lines if line.strip().startswith("0 3 * * *"))
+    assert crontab.endswith("cleanup_tokens.sh --database secondary")
+    schtasks = next(line for line in lines if "schtasks /Create" in line)
+    assert '--database secondary" /SC DAILY' in schtasks
+    assert any('"kwargs": {"older_than": "0d", "database": "secondary"}' in line for line in lines)
+    assert any(
+        line.startswith("ExecStart=") and line.endswith("--database secondary") for line in lines
+    )
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
+def test_install_for_another_database_names_it_in_the_task(manage):
+    result = manage(*INSTALL, "--database", "secondary", "--older-than", "9D")
+
+    assert (result.code, result.err) == (0, "")
+    assert result.out.endswith('kwargs {"older_than": "9d", "database": "secondary"}.\n')
+    task = PeriodicTask.objects.using("default").get()
+    assert json.loads(task.kwargs) == {"older_than": "9d", "database": "secondary"}

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.celery_support import ROOT
-from tests.conftest import write_plain_settings
+from tests.utils import ROOT, write_plain_settings
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +28,6 @@ CORE += ("tabulate", "tqdm")
 
 SCRIPT = """
 import json, sys
-from datetime import time
 
 import django
 
@@ -37,7 +35,8 @@ django.setup()
 from django.core.management import call_command
 
 import tokenops
-from tokenops import beat
+from tokenops.scheduling import beat
+from tokenops.scheduling.schedule import parse_schedule
 from tokenops.errors import TokenopsError
 
 call_command("migrate", verbosity=0)
@@ -45,7 +44,7 @@ call_command("token_purge", "--dry-run", "--format", "json")
 call_command("token_report", "--format", "json")
 outcome = {}
 try:
-    beat.install_periodic_task(at=time(3, 0), every="day", older_than="7d")
+    beat.install_periodic_task(parse_schedule("03:00", "day", older_than="7d"))
 except TokenopsError as exc:
     outcome["install"] = str(exc)
 try:

@@ -1,4 +1,4 @@
-"""Helpers for the scheduling tests: Windows command-line splitting, Wine, stand-in pythons."""
+"""Wine as a Windows for the .bat tests: one prefix per session, stand-in .exe programs."""
 
 from __future__ import annotations
 
@@ -11,56 +11,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = REPO / "scripts"
+from tests.slow.stand_in import UTF8_LINE
+
 LAUNCHER_NAME = "t64.exe"
-# Printed by every stand-in python; must reach the log byte for byte.
-UTF8_LINE = "Привет, ёж — ✓ ümlaut"
-
-
-def split_windows(cmdline: str) -> list[str]:
-    """Split a command line as Windows programs do (CommandLineToArgvW / the C runtime)."""
-    args: list[str] = []
-    i, n = 0, len(cmdline)
-    while i < n:
-        while i < n and cmdline[i] in " \t":
-            i += 1
-        if i >= n:
-            break
-        arg: list[str] = []
-        quoted = False
-        while i < n:
-            char = cmdline[i]
-            if char == "\\":
-                j = i
-                while j < n and cmdline[j] == "\\":
-                    j += 1
-                slashes = j - i
-                if j < n and cmdline[j] == '"':
-                    arg.append("\\" * (slashes // 2))
-                    if slashes % 2:
-                        arg.append('"')
-                        i = j + 1
-                    else:
-                        i = j
-                else:
-                    arg.append("\\" * slashes)
-                    i = j
-                continue
-            if char == '"':
-                if quoted and i + 1 < n and cmdline[i + 1] == '"':
-                    arg.append('"')
-                    i += 2
-                    continue
-                quoted = not quoted
-                i += 1
-                continue
-            if char in " \t" and not quoted:
-                break
-            arg.append(char)
-            i += 1
-        args.append("".join(arg))
-    return args
 
 
 def windows_path(path: Path) -> str:
@@ -219,20 +172,3 @@ def start_wine(base: Path) -> Wine:
 
 def stop_wine(wine: Wine) -> None:
     subprocess.run(["wineserver", "-k"], env=wine.env, timeout=60, check=False)
-
-
-def fake_project(root: Path, *scripts: str) -> Path:
-    """A project folder with manage.py (empty) and copies of the named scripts."""
-    (root / "scripts").mkdir(parents=True)
-    (root / "manage.py").write_text("# stand-in\n")
-    for name in scripts:
-        shutil.copy2(SCRIPTS / name, root / "scripts" / name)
-    return root
-
-
-def stub_lines(log_text: str) -> dict[str, str]:
-    """The STUB key=[value] lines the stand-in python printed, as a dict."""
-    found = {}
-    for match in re.finditer(r"^STUB (\S+?)=\[(.*?)\]\s*$", log_text, re.MULTILINE):
-        found[match[1]] = match[2]
-    return found

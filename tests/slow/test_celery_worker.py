@@ -11,37 +11,90 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 
-from tests.celery_support import (
+from tests.slow.celery_processes import (
     REDIS_URL,
     START_TIMEOUT,
     CeleryProcess,
-    blacklisted_count,
-    insert_tokens,
-    jtis,
-    manage,
-    query,
+    celery_env,
     start_celery,
-    tables,
-    wait_for,
 )
+from tests.utils import run_manage, utcnow, wait_until
 
 pytestmark = pytest.mark.slow
 
+# Literal names, not tokenops' constants: users' beat tables and workers store these.
 TASK = "tokenops.tasks.purge_expired_tokens"
 PERIODIC_TASK = "tokenops: purge expired tokens"
 RESULT_TIMEOUT = 60.0
 BEAT_TIMEOUT = 90.0
 INSTALL = ("token_schedule_hint", "--platform", "celery", "--install", "--older-than", "1d")
+
+
+def manage_on(database: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python manage.py <args>`` of the example project on ``database`` and Redis."""
+    return run_manage(*args, env=celery_env(database), timeout=120)
+
+
+def stamp(moment: datetime) -> str:
+    """A datetime as Django stores it in SQLite with USE_TZ: naive UTC text."""
+    naive = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return naive.isoformat(" ", timespec="microseconds")
+
+
+def insert_tokens(database: Path, expiries: Iterable[datetime], *, blacklisted: bool) -> set[str]:
+    """Insert OutstandingToken rows (and their blacklist rows) in the file; return their jtis.
+
+    Plain sqlite3: the file is the worker's, not this test process's Django database.
+    """
+    now = stamp(utcnow())
+    made = set()
+    with closing(sqlite3.connect(database)) as connection, connection:
+        for expires in expiries:
+            jti = uuid.uuid4().hex
+            cursor = connection.execute(
+                "INSERT INTO token_blacklist_outstandingtoken "
+                "(token, created_at, expires_at, user_id, jti) VALUES (?, ?, ?, NULL, ?)",
+                ("header.payload.signature", now, stamp(expires), jti),
+            )
+            if blacklisted:
+                connection.execute(
+                    "INSERT INTO token_blacklist_blacklistedtoken (blacklisted_at, token_id) "
+                    "VALUES (?, ?)",
+                    (now, cursor.lastrowid),
+                )
+            made.add(jti)
+    return made
+
+
+def query(database: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(database)) as connection:
+        return connection.execute(sql, params).fetchall()
+
+
+def jtis(database: Path) -> set[str]:
+    return {row[0] for row in query(database, "SELECT jti FROM token_blacklist_outstandingtoken")}
+
+
+def blacklisted_count(database: Path) -> int:
+    return query(database, "SELECT COUNT(*) FROM token_blacklist_blacklistedtoken")[0][0]
+
+
+def tables(database: Path) -> set[str]:
+    rows = query(database, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {row[0] for row in rows}
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +112,7 @@ def redis_server() -> Iterator[redis.Redis]:
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated SQLite file; each test works on a copy."""
     path = tmp_path_factory.mktemp("celery-template") / "migrated.sqlite3"
-    done = manage(path, "migrate", "--verbosity", "0")
+    done = manage_on(path, "migrate", "--verbosity", "0")
     assert done.returncode == 0, done.stderr
     return path
 
@@ -124,7 +177,7 @@ def start_worker(
 
 def seed(database: Path) -> tuple[set[str], set[str]]:
     """Three rows purgeable with older_than 1d (two blacklisted); four kept (two blacklisted)."""
-    now = datetime.now(timezone.utc)
+    now = utcnow()
     old = insert_tokens(database, [now - timedelta(days=3)] * 2, blacklisted=True)
     old |= insert_tokens(database, [now - timedelta(days=3)], blacklisted=False)
     kept = insert_tokens(database, [now - timedelta(hours=2)], blacklisted=True)
@@ -209,7 +262,7 @@ def test_beat_runs_the_installed_periodic_task_on_the_worker(
 ):
     purged, kept = seed(database)
     for expected in ("Created periodic task", "Periodic task 'tokenops: purge expired tokens' is"):
-        done = manage(database, *INSTALL)
+        done = manage_on(database, *INSTALL)
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(expected)
     assert query(database, "SELECT name, task FROM django_celery_beat_periodictask") == [
@@ -237,7 +290,7 @@ def test_beat_runs_the_installed_periodic_task_on_the_worker(
         return not jtis(database) & purged
 
     try:
-        wait_for(purged_rows_gone, BEAT_TIMEOUT, "beat and the worker to purge", every=0.02)
+        wait_until(purged_rows_gone, timeout=BEAT_TIMEOUT, what="beat and the worker to purge")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nbeat:\n{beat.log()}\nworker:\n{worker.log()}") from None
     round_trip = time.monotonic() - started

@@ -13,11 +13,14 @@ import json
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from tests.purge_support import PYTHON, ROOT, env_for, manage_process, run_manage, wait_until
+from tests.utils import PYTHON, ROOT, project_env, run_manage, sqlite_url, start_manage, wait_until
+
+WRITER = Path(__file__).resolve().parent / "purge_app_writer.py"
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,13 +33,13 @@ SEEDED = 5000
 COPIES = 50  # 250,000 rows
 
 
-def build_database(path) -> None:
-    url = f"sqlite:///{path}"
-    assert run_manage(url, "migrate", "-v0")[0] == 0
-    code, _out, err = run_manage(
-        url, "seed_demo_tokens", "--count", str(SEEDED), "--users", "50", "--seed", "7"
+def build_database(path: Path) -> None:
+    env = project_env(sqlite_url(path))
+    assert run_manage("migrate", "-v0", env=env).returncode == 0
+    done = run_manage(
+        "seed_demo_tokens", "--count", str(SEEDED), "--users", "50", "--seed", "7", env=env
     )
-    assert code == 0, err
+    assert done.returncode == 0, done.stderr
     with sqlite3.connect(path) as db:
         db.execute(
             f"""
@@ -60,15 +63,15 @@ def build_database(path) -> None:
     assert total == (SEEDED * COPIES,)
 
 
-def test_app_writes_while_a_purge_runs(tmp_path):
+def test_app_writes_while_a_purge_runs(tmp_path: Path) -> None:
     path = tmp_path / "app.sqlite3"
     build_database(path)
-    url = f"sqlite:///{path}"
+    env = project_env(sqlite_url(path))
     stop, ready = tmp_path / "stop", tmp_path / "ready"
     app = subprocess.Popen(
-        [PYTHON, str(ROOT / "tests" / "purge_app_writer.py"), "--stop", stop, "--ready", ready],
+        [PYTHON, str(WRITER), "--stop", stop, "--ready", ready],
         cwd=ROOT,
-        env=env_for(url),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -77,7 +80,7 @@ def test_app_writes_while_a_purge_runs(tmp_path):
         wait_until(lambda: ready.exists() or app.poll() is not None, timeout=60, what="the app")
         assert app.poll() is None, app.communicate()
         started = time.time()
-        purge = manage_process(url, "token_purge", "--format", "json")
+        purge = start_manage("token_purge", "--format", "json", env=env)
         purge_out, purge_err = purge.communicate(timeout=300)
         ended = time.time()
     finally:

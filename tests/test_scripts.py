@@ -1,4 +1,4 @@
-"""The Windows scripts read, not run: CRLF, blinter, and the .ps1 files' syntax trees.
+"""The scripts read, not run: line endings, blinter, and the .ps1 files' syntax trees.
 
 No PowerShell can run here (Wine's powershell.exe is a stub that runs nothing), so the
 .ps1 files are parsed with tree-sitter and what they do is read off the tree.
@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-from pathlib import Path, PureWindowsPath
 
 import pytest
 
-from tests import powershell_tree as ps
-from tests.scheduling_helpers import SCRIPTS
-from tokenops.schedule_hints import Project, parse_schedule, register_scheduled_task_snippet
+from tests import powershell as ps
+from tests.utils import PYTHON, ROOT
+
+SCRIPTS = ROOT / "scripts"
 
 WINDOWS_SCRIPTS = ["cleanup_tokens.bat", "cleanup_tokens.ps1", "register_task.ps1"]
 
@@ -39,7 +38,7 @@ def test_windows_scripts_are_ascii(name):
 def test_blinter_finds_no_errors():
     result = subprocess.run(
         [
-            sys.executable,
+            PYTHON,
             "-m",
             "blinter",
             str(SCRIPTS / "cleanup_tokens.bat"),
@@ -57,21 +56,49 @@ def test_blinter_finds_no_errors():
 
 
 @pytest.mark.slow
-def test_blinter_does_report_errors():
+def test_blinter_does_report_errors(tmp_path):
     """Guards the test above: blinter does fail on a broken script."""
-    broken = Path(__file__).with_name("_broken.bat")
+    broken = tmp_path / "_broken.bat"
     broken.write_bytes(b"@echo off\r\nif exist (\r\ngoto :nowhere\r\n")
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "blinter", str(broken), "--fail-on", "error"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        broken.unlink()
+    result = subprocess.run(
+        [PYTHON, "-m", "blinter", str(broken), "--fail-on", "error"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 1, result.stdout
+
+
+@pytest.mark.slow
+def test_the_sh_script_is_executable_in_git():
+    listing = subprocess.run(
+        ["git", "ls-files", "-s", "scripts/cleanup_tokens.sh"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert listing.startswith("100755 ")
+    assert b"\r\n" not in (SCRIPTS / "cleanup_tokens.sh").read_bytes()
+
+
+def sh_syntax_errors(path) -> str:
+    """What ``sh -n`` (parse, run nothing) says about ``path``; '' when it parses."""
+    result = subprocess.run(
+        ["sh", "-n", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    return result.stderr if result.returncode else ""
+
+
+def test_the_sh_script_is_posix_sh(tmp_path):
+    data = (SCRIPTS / "cleanup_tokens.sh").read_bytes()
+    assert data.startswith(b"#!/bin/sh\n")
+    assert sh_syntax_errors(SCRIPTS / "cleanup_tokens.sh") == ""
+    # Guards the check: sh -n does refuse a broken script.
+    broken = tmp_path / "broken.sh"
+    broken.write_bytes(data.replace(b"fi\n", b"\n", 1))
+    assert sh_syntax_errors(broken)
 
 
 def source(name: str) -> bytes:
@@ -273,29 +300,6 @@ def test_register_task_argument_quotes_the_bat_for_cmd():
         source("register_task.ps1"), bat, ["--older-than 7d", "--batch-size 500"]
     )
     assert argument == f'/d /c ""{bat}" --older-than 7d --batch-size 500"'
-
-
-def test_hint_register_scheduled_task_snippet_parses():
-    project = Project(
-        root=PureWindowsPath(r"C:\Users\Иван Петров\it's (my) project"),
-        root_source="test",
-        python="python.exe",
-        in_venv=True,
-        host="windows",
-    )
-    snippet = register_scheduled_task_snippet(project, parse_schedule("03:15", "week", "fri", "7d"))
-    root = ps.parse(snippet.encode("utf-8"))
-
-    assert ps.syntax_errors(root) == []
-    action = ps.commands(root, "New-ScheduledTaskAction")[0]
-    argument = ps.single_quoted(action.value("-Argument"))
-    bat = r"C:\Users\Иван Петров\it's (my) project\scripts\cleanup_tokens.bat"
-    assert argument == f'/d /c ""{bat}" --older-than 7d"'
-    assert ps.single_quoted(action.value("-WorkingDirectory")) == str(project.root)
-    trigger = ps.commands(root, "New-ScheduledTaskTrigger")[0]
-    assert (trigger.value("-Weekly"), trigger.value("-DaysOfWeek")) == ("", "Friday")
-    assert ps.commands(root, "New-ScheduledTaskSettingsSet")[0].value("-StartWhenAvailable") == ""
-    assert ps.commands(root, "Register-ScheduledTask")[0].value("-Force") == ""
 
 
 def test_a_syntax_error_is_seen():

@@ -12,22 +12,21 @@ from pathlib import Path, PureWindowsPath
 
 import pytest
 
-from tests.powershell_tree import register_task_argument
-from tests.scheduling_helpers import (
-    SCRIPTS,
-    UTF8_LINE,
+from tests.powershell import register_task_argument
+from tests.slow.stand_in import SCRIPTS, UTF8_LINE, fake_project, stub_lines
+from tests.slow.wine import (
     Wine,
     as_wine_console,
-    fake_project,
     js_args,
     make_windows_exe,
-    split_windows,
     start_wine,
     stop_wine,
-    stub_lines,
     windows_path,
 )
-from tokenops.schedule_hints import Project, parse_schedule, schtasks_create
+from tests.windows import split_windows
+from tokenops.scheduling.hints import schtasks_create
+from tokenops.scheduling.project import Project
+from tokenops.scheduling.schedule import parse_schedule
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.scheduling_helpers import REPO, SCRIPTS, UTF8_LINE, fake_project, stub_lines
-from tokenops.schedule_hints import Project, cron_line, parse_schedule
+from tests.slow.stand_in import UTF8_LINE, fake_project, stub_lines
+from tests.utils import PYTHON, ROOT, project_env, run_manage, sqlite_url
+from tokenops.scheduling.hints import cron_line
+from tokenops.scheduling.project import Project
+from tokenops.scheduling.schedule import parse_schedule
 
 pytestmark = pytest.mark.slow
 
@@ -80,18 +83,6 @@ def run_sh(
 
 def stub_args(log: str) -> list[str]:
     return re.findall(r"^STUB arg=\[(.*)\]$", log, re.MULTILINE)
-
-
-def test_the_script_is_executable_in_git():
-    listing = subprocess.run(
-        ["git", "ls-files", "-s", "scripts/cleanup_tokens.sh"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert listing.startswith("100755 ")
-    assert b"\r\n" not in (SCRIPTS / "cleanup_tokens.sh").read_bytes()
 
 
 @pytest.mark.parametrize("venv", ["env", ".venv", "venv"])
@@ -206,9 +197,7 @@ def test_exit_code_is_token_purges(project, elsewhere, code):
 def test_crontab_line_from_the_hint_runs_the_wrapper(project, elsewhere):
     """The hint's crontab command, run as cron runs it: /bin/sh -c, % as cron leaves it."""
     stub_python(project / "env" / "bin" / "python")
-    hint = Project(
-        root=project, root_source="test", python=sys.executable, in_venv=True, host="linux"
-    )
+    hint = Project(root=project, root_source="test", python=PYTHON, in_venv=True, host="linux")
     line = cron_line(hint, parse_schedule("04:30", "week", "mon", "7d"))
     minute, hour, dom, month, dow, command = line.split(None, 5)
     assert (minute, hour, dom, month, dow) == ("30", "4", "*", "*", "1")
@@ -236,44 +225,37 @@ def copy_example_project(target: Path) -> Path:
     """The repository's example project and tokenops, with .venv being this test's python."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "logs", "db.sqlite3*")
     target.mkdir()
-    shutil.copy2(REPO / "manage.py", target / "manage.py")
+    shutil.copy2(ROOT / "manage.py", target / "manage.py")
     for folder in ("my_bathhouse_backend", "tokenops", "scripts"):
-        shutil.copytree(REPO / folder, target / folder, ignore=ignore)
+        shutil.copytree(ROOT / folder, target / folder, ignore=ignore)
     if sys.prefix != sys.base_prefix:
         (target / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     else:
         (target / ".venv" / "bin").mkdir(parents=True)
-        (target / ".venv" / "bin" / "python").symlink_to(sys.executable)
+        (target / ".venv" / "bin" / "python").symlink_to(PYTHON)
     return target
 
 
-def manage(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(project / ".venv" / "bin" / "python"), "manage.py", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def report(database: str) -> dict:
+    done = run_manage("token_report", "--format", "json", env=project_env(database))
+    assert done.returncode == 0, done
+    return json.loads(done.stdout)
 
 
 def test_real_purge_through_the_script(tmp_path, elsewhere):
     """No stand-in: the script runs the project's real token_purge on a real SQLite file."""
     project = copy_example_project(tmp_path / "my project ёж")
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'tokens.sqlite3'}",
-    }
+    database = sqlite_url(tmp_path / "tokens.sqlite3")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DATABASE_URL": database}
+    # Set up and read the database with this checkout's manage.py; the script then runs
+    # the copy's own.
     for args in (
         ("migrate", "-v", "0"),
         ("seed_demo_tokens", "--count", "60", "--users", "5", "--days", "40"),
     ):
-        done = manage(project, env, *args)
+        done = run_manage(*args, env=project_env(database))
         assert done.returncode == 0, done
-    before = json.loads(manage(project, env, "token_report", "--format", "json").stdout)
+    before = report(database)
     assert before["outstanding"]["purgeable"] > 0, before
 
     result = subprocess.run(
@@ -292,7 +274,7 @@ def test_real_purge_through_the_script(tmp_path, elsewhere):
     purged = json.loads(output.split("==== cleanup_tokens.sh end")[0])
     assert purged["deleted"]["outstanding"] == before["outstanding"]["purgeable"]
     assert log.rstrip().endswith("exit code 0")
-    after = json.loads(manage(project, env, "token_report", "--format", "json").stdout)
+    after = report(database)
     assert after["outstanding"]["purgeable"] == 0, after
     assert after["outstanding"]["total"] == (
         before["outstanding"]["total"] - before["outstanding"]["purgeable"]
@@ -302,7 +284,7 @@ def test_real_purge_through_the_script(tmp_path, elsewhere):
 def test_real_failure_is_logged_and_returned(tmp_path, elsewhere):
     """A bad option: token_purge's one-line error lands in the log, its code is returned."""
     project = copy_example_project(tmp_path / "my project")
-    env = {"PATH": os.environ["PATH"], "DATABASE_URL": f"sqlite:///{tmp_path / 't.sqlite3'}"}
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": sqlite_url(tmp_path / "t.sqlite3")}
 
     result = subprocess.run(
         [str(project / "scripts" / "cleanup_tokens.sh"), "--older-than", "soon"],
