@@ -12,6 +12,11 @@ Linux only (it reads ``resource.getrusage``); the package itself stays cross-pla
     python scripts/bench_purge.py                       # 1,000,000 tokens, every backend
     python scripts/bench_purge.py --count 100000 --backends sqlite
     python scripts/bench_purge.py --variant "fixed 10k=--batch-size 10000"
+    python scripts/bench_purge.py --count 100000 --backends sqlite --compare-tree /tmp/old
+
+``--compare-tree`` also runs token_purge from another checkout of this repository (its
+own manage.py and tokenops), on its own copy of the same data: a change measured
+against the code before it, in one run.
 
 Databases are named ``bench_*`` (SQLite files in --workdir) and dropped at the end.
 PostgreSQL server-backend memory is not part of the RSS shown (it is the server's).
@@ -67,9 +72,9 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def measure(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+def measure(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> dict[str, Any]:
     done = subprocess.run(
-        [PYTHON, "-c", WRAPPER, *args], capture_output=True, text=True, env=env, cwd=ROOT
+        [PYTHON, "-c", WRAPPER, *args], capture_output=True, text=True, env=env, cwd=cwd
     )
     if done.returncode != 0:
         raise SystemExit(f"wrapper failed: {done.stderr.strip()}")
@@ -295,9 +300,18 @@ def fingerprint(backend: Backend, db: str, after: datetime) -> dict[str, tuple[i
         conn.close()
 
 
-def run_command(backend: Backend, db: str, label: str, args: list[str], env: dict[str, str]) -> Run:
+def run_command(
+    backend: Backend,
+    db: str,
+    label: str,
+    args: list[str],
+    env: dict[str, str],
+    tree: Path = ROOT,
+) -> Run:
+    """Run ``manage.py <args>`` of ``tree`` (its tokenops first on sys.path) on ``db``."""
     started = utcnow()
-    result = measure([PYTHON, "manage.py", *args], backend.env(db, env))
+    env = {**env, "PYTHONPATH": str(tree)}
+    result = measure([PYTHON, "manage.py", *args], backend.env(db, env), cwd=tree)
     ended = utcnow()
     longest = None
     detail: dict[str, Any] = {}
@@ -347,22 +361,20 @@ def bench_backend(backend: Backend, options: argparse.Namespace, env: dict[str, 
         runs.append(run)
         print(f"[{backend.name}] {run.label}: {run.seconds:.2f} s, {run.rss_mb:.0f} MB", flush=True)
 
-    commands: list[tuple[str, list[str]]] = []
+    purge = ["token_purge", "--format", "json", "--no-progress"]
+    commands: list[tuple[str, list[str], Path]] = []
     if not options.skip_flush:
-        commands.append(("flushexpiredtokens", ["flushexpiredtokens"]))
-    commands.append(("token_purge", ["token_purge", "--format", "json", "--no-progress"]))
+        commands.append(("flushexpiredtokens", ["flushexpiredtokens"], ROOT))
+    commands.append(("token_purge", purge, ROOT))
     for variant in options.variant:
         label, _, extra = variant.partition("=")
-        commands.append(
-            (
-                f"token_purge {label}",
-                ["token_purge", "--format", "json", "--no-progress", *shlex.split(extra)],
-            )
-        )
-    for index, (label, args) in enumerate(commands):
+        commands.append((f"token_purge {label}", [*purge, *shlex.split(extra)], ROOT))
+    for tree in options.compare_tree:
+        commands.append((f"token_purge @ {tree}", purge, tree.resolve()))
+    for index, (label, args, tree) in enumerate(commands):
         db = f"bench_run{index}"
         backend.copy(seed_db, db, env)
-        run = run_command(backend, db, label, args, env)
+        run = run_command(backend, db, label, args, env, tree)
         runs.append(run)
         print(
             f"[{backend.name}] {label}: {run.seconds:.2f} s, {run.rss_mb:.0f} MB, "
@@ -460,6 +472,14 @@ def main() -> None:
         default=[],
         metavar="LABEL=ARGS",
         help="Also run token_purge with these extra arguments (repeatable).",
+    )
+    parser.add_argument(
+        "--compare-tree",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="Also run token_purge from this other checkout (e.g. the code before a change).",
     )
     parser.add_argument("--report-runs", type=int, default=2, help="token_report runs.")
     parser.add_argument("--skip-flush", action="store_true", help="Do not run flushexpiredtokens.")
