@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ class Run:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def measure(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> dict[str, Any]:
@@ -157,7 +157,7 @@ class SQLite(Backend):
 
     def moment(self, value: datetime) -> Any:
         # Django's SQLite backend stores aware datetimes as naive UTC text.
-        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ")
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
 
 
 class Postgres(Backend):
@@ -252,7 +252,7 @@ class MariaDB(Backend):
             conn.close()
 
     def moment(self, value: datetime) -> Any:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
 
     def after_seed(self, db: str) -> None:
         self.admin(*[f"ANALYZE TABLE `{db}`.`{table}`" for table in TABLES])

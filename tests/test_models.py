@@ -3,7 +3,7 @@ permissions."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission
 from tokenops.models import PurgeRun, TokenHygiene
 
 Outcome = PurgeRun.Outcome
-NOON = datetime(2030, 5, 17, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2030, 5, 17, 12, 0, tzinfo=UTC)
 
 
 def run_at(heartbeat: datetime, outcome: str = Outcome.RUNNING) -> PurgeRun:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings as django_settings
@@ -18,8 +18,9 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken, SlidingToken, Token
 
+from tests.simplejwt_compat import outstand
 from tests.utils import make_tokens, orphan_blacklist_rows, snapshot, stored, utcnow
-from tokenops.cutoff import OLDER_THAN, SLIDING
+from tokenops.cutoff import FROM_OPTION, FROM_SETTING, OLDER_THAN, SLIDING
 from tokenops.models import PurgeRun
 from tokenops.operations import PurgeRequest, ReportRequest, build_report, run_purge
 from tokenops.purging import BatchStats, Deleted
@@ -33,7 +34,8 @@ DAY = 86400
 # that simplejwt would still accept, for random populations, --older-than, LEEWAY, USE_TZ
 # and sliding tokens.
 #
-# Tokens are real simplejwt tokens written by simplejwt itself (``outstand``/``blacklist``).
+# Tokens are real simplejwt tokens written by simplejwt itself (``outstand``/``blacklist``;
+# before simplejwt 5.5, which has no ``outstand``, by a copy of 5.5's: tests/simplejwt_compat.py).
 # Acceptance is judged by simplejwt's own ``check_exp`` with a TokenBackend carrying the
 # LEEWAY under test (``Token.check_exp`` asks ``get_token_backend().get_leeway()``, and the
 # shared backend in ``simplejwt.state`` is built once, at import), and by ``check_blacklist``.
@@ -93,7 +95,7 @@ def make_token(spec: Spec, now: datetime, backend: TokenBackend, leeway: int) ->
         token: Token = RefreshToken()
         token._token_backend = backend
         token.set_exp(from_time=first_exp, lifetime=timedelta(0))
-        token.outstand()
+        outstand(token)
         if spec.blacklisted:
             token.blacklist()
         return token
@@ -108,13 +110,11 @@ def make_token(spec: Spec, now: datetime, backend: TokenBackend, leeway: int) ->
         from_time=issued,
         lifetime=api.SLIDING_TOKEN_REFRESH_LIFETIME,
     )
-    token.outstand()  # the row keeps this first expiry for ever
+    outstand(token)  # the row keeps this first expiry for ever
     if spec.refresh_share is not None:
         # The last refresh, at a moment simplejwt allows (refresh_exp + LEEWAY) and not
         # in the future; same jti, later exp: what TokenRefreshSlidingSerializer does.
-        refresh_exp = datetime.fromtimestamp(
-            token[api.SLIDING_TOKEN_REFRESH_EXP_CLAIM], tz=timezone.utc
-        )
+        refresh_exp = datetime.fromtimestamp(token[api.SLIDING_TOKEN_REFRESH_EXP_CLAIM], tz=UTC)
         # simplejwt refuses at refresh_exp + LEEWAY exactly: one second before is the last.
         latest = min(now, refresh_exp + timedelta(seconds=leeway - 1))
         moment = issued + (latest - issued) * spec.refresh_share
@@ -162,7 +162,7 @@ def test_survivors_are_exactly_the_rows_no_setting_can_accept(
     with override_settings(USE_TZ=use_tz, TIME_ZONE=time_zone, SIMPLE_JWT=jwt):
         api = jwt_settings.api_settings
         backend = TokenBackend(api.ALGORITHM, api.SIGNING_KEY, leeway=leeway)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         tokens = [make_token(spec, now, backend, leeway) for spec in population]
         first_exp = {
             token["jti"]: OutstandingToken.objects.get(jti=token["jti"]).expires_at
@@ -229,7 +229,7 @@ def wipe() -> None:
 def test_same_survivors_as_flushexpiredtokens(manage):
     users = [get_user_model().objects.create(username=f"u{i}").pk for i in range(3)]
     rng = random.Random(3)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = []
     for index in range(400):
         # Nothing within two minutes of now: the two commands run a moment apart.
@@ -296,6 +296,7 @@ def test_older_than_none_takes_tokenops_older_than():
     result = run_purge(PurgeRequest())
     assert result.cutoff.older_than == timedelta(days=3)
     assert result.cutoff.reason == OLDER_THAN
+    assert result.cutoff.older_than_source == FROM_SETTING
     assert result.deleted == Deleted(outstanding=2, blacklisted=1)
     assert jtis() == {token.jti for token in kept}
     assert PurgeRun.objects.get().older_than == timedelta(days=3)
@@ -308,6 +309,7 @@ def test_an_explicit_older_than_of_zero_beats_the_setting():
     make_tokens(now_minus(2, 4))
     result = run_purge(PurgeRequest(older_than=timedelta(0)))
     assert result.cutoff.older_than == timedelta(0)
+    assert result.cutoff.older_than_source == FROM_OPTION
     assert result.deleted.outstanding == 2
     assert jtis() == {live[0].jti}
 
@@ -411,6 +413,12 @@ def test_report_runs_no_per_row_query(report_population, django_assert_max_num_q
 def test_report_takes_older_than_and_top_from_tokenops(report_population):
     report = build_report(ReportRequest())
     assert report.cutoff.older_than == timedelta(days=5)
+    assert report.cutoff.older_than_source == FROM_SETTING
+    asked = build_report(ReportRequest(older_than=timedelta(days=5)))
+    assert (asked.cutoff.older_than, asked.cutoff.older_than_source) == (
+        timedelta(days=5),
+        FROM_OPTION,
+    )
     assert (report.counts.outstanding.total, report.counts.outstanding.purgeable) == (7, 2)
     assert [(user.username, user.tokens) for user in report.top_users] == [("alice", 4)]
     assert report.runs == ()

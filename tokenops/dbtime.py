@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.utils import timezone
@@ -20,11 +19,11 @@ def db_now() -> datetime:
     ``timezone.now()`` gives the OS's local time when USE_TZ=False, which on Windows
     need not be TIME_ZONE; ``to_db`` always uses TIME_ZONE.
     """
-    return to_db(datetime.now(dt_timezone.utc))
+    return to_db(datetime.now(UTC))
 
 
 def as_utc(value: datetime) -> datetime:
     """A DateTimeField value as an aware UTC datetime."""
     if timezone.is_naive(value):
         value = timezone.make_aware(value)
-    return value.astimezone(dt_timezone.utc)
+    return value.astimezone(UTC)

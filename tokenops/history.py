@@ -16,8 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -216,7 +215,7 @@ class PurgeRecorder:
         (SQLite answers "database is locked" at once to avoid a deadlock), so the
         stale rows are read outside any transaction.
         """
-        now = datetime.now(dt_timezone.utc)  # aware: to_db() makes it what the field holds
+        now = datetime.now(UTC)  # aware: to_db() makes it what the field holds
         runs = PurgeRun.objects.using(self.using).exclude(pk=self.row.pk)
         try:
             limit = stale_before(now, self.running_timeout)
@@ -309,7 +308,7 @@ def shown_outcome(run: PurgeRun, running_timeout: timedelta | None) -> str:
     """The outcome as it really is: a "running" row silent for ``running_timeout`` died."""
     if running_timeout is None:
         return run.outcome
-    return run.outcome_at(stale_before(datetime.now(dt_timezone.utc), running_timeout))
+    return run.outcome_at(stale_before(datetime.now(UTC), running_timeout))
 
 
 def recent_runs(using: str, limit: int, running_timeout: timedelta) -> list[PurgeRun]:

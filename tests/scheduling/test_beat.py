@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
@@ -68,10 +68,10 @@ def test_weekly_means_sunday_for_celery_too():
     assert result.schedule.described == "every Sunday at 04:05"
     assert result.timezone == "UTC"
     schedule = the_task().crontab.schedule
-    monday = datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc)
+    monday = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
     schedule.nowfun = lambda: monday
     next_run = monday + schedule.remaining_estimate(monday)
-    assert next_run == datetime(2024, 1, 7, 4, 5, tzinfo=timezone.utc)
+    assert next_run == datetime(2024, 1, 7, 4, 5, tzinfo=UTC)
     assert next_run.strftime("%A") == "Sunday"
 
 
@@ -310,10 +310,10 @@ def test_a_weekly_task_next_runs_on_its_day(offset):
 
     assert result.schedule.crontab == f"45 6 * * {WEEKDAYS[day][1]}"
     schedule = the_task().crontab.schedule
-    sunday = datetime(2023, 12, 31, 12, 0, tzinfo=timezone.utc)  # Monday is 2024-01-01
+    sunday = datetime(2023, 12, 31, 12, 0, tzinfo=UTC)  # Monday is 2024-01-01
     schedule.nowfun = lambda: sunday
     next_run = sunday + schedule.remaining_estimate(sunday)
-    assert next_run == datetime(2024, 1, 1 + offset, 6, 45, tzinfo=timezone.utc)
+    assert next_run == datetime(2024, 1, 1 + offset, 6, 45, tzinfo=UTC)
     assert next_run.strftime("%A") == WEEKDAYS[day][0]
 
 

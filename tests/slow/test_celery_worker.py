@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ def manage_on(database: Path, *args: str) -> subprocess.CompletedProcess:
 
 def stamp(moment: datetime) -> str:
     """A datetime as Django stores it in SQLite with USE_TZ: naive UTC text."""
-    naive = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    naive = moment.astimezone(UTC).replace(tzinfo=None)
     return naive.isoformat(" ", timespec="microseconds")
 
 

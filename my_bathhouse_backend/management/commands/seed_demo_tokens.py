@@ -9,7 +9,7 @@ import json
 import random
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -117,7 +117,7 @@ class Command(BaseCommand):
         self.signer = FastSigner()
         user_ids = self.ensure_users(users, database)
         made = black = 0
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         while made < count:
             size = min(CHUNK, count - made)
             rows = [self.make_row(rng, rng.choice(user_ids), now, days, life) for _ in range(size)]
