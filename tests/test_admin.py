@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import timedelta
 
@@ -91,8 +92,8 @@ def test_viewer_can_dry_run(viewer):
     response = viewer.post(PAGE, {"action": "dry_run"})
     assert response.status_code == 200
     assert response.context["dry_run_headline"] == (
-        "Dry run: nothing was deleted. Would delete 5 outstanding and 2 blacklisted tokens "
-        "from database 'default'."
+        "Dry run: nothing was deleted. Would delete 5 outstanding tokens and 2 blacklisted "
+        "tokens from database 'default'."
     )
     run = PurgeRun.objects.get()
     assert (run.dry_run, run.trigger, run.started_by) == (True, "admin", "ivan")
@@ -114,13 +115,49 @@ def test_purge_needs_confirmation_and_is_recorded(purger):
     response = purger.post(PURGE, {"confirm": "yes"}, follow=True)
     assert response.redirect_chain == [(PAGE, 302)]
     [message] = [str(m) for m in response.context["messages"]]
-    assert message.startswith(
-        "Deleted 5 outstanding and 2 blacklisted tokens from database 'default' in "
-    )
+    assert re.fullmatch(
+        r"Deleted 5 outstanding tokens and 2 blacklisted tokens from database 'default' in "
+        r"\d+\.\d\d s \(1 batch, longest transaction \d+\.\d\d s\)\.",
+        message,
+    ), message
     assert (OutstandingToken.objects.count(), BlacklistedToken.objects.count()) == (4, 0)
     run = PurgeRun.objects.get()
     assert (run.dry_run, run.outcome, run.trigger, run.started_by) == (False, "ok", "admin", "olga")
     assert (run.outstanding_deleted, run.blacklisted_deleted) == (5, 2)
+
+
+SLIDING_JWT = {"AUTH_TOKEN_CLASSES": ("rest_framework_simplejwt.tokens.SlidingToken",)}
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({}, "(set by TOKENOPS['OLDER_THAN']; TOKENOPS['OLDER_THAN'] 0m, LEEWAY 0m)."),
+        (
+            {"TOKENOPS": {"OLDER_THAN": "1d"}},
+            "(set by TOKENOPS['OLDER_THAN']; TOKENOPS['OLDER_THAN'] 1d, LEEWAY 0m).",
+        ),
+        (
+            {"TOKENOPS": {"OLDER_THAN": "1d"}, "SIMPLE_JWT": {"LEEWAY": 7200 * 24}},
+            "(set by LEEWAY; TOKENOPS['OLDER_THAN'] 1d, LEEWAY 2d).",
+        ),
+        (
+            {"SIMPLE_JWT": SLIDING_JWT},
+            "(set by the sliding window; TOKENOPS['OLDER_THAN'] 0m, LEEWAY 0m, sliding window 1d).",
+        ),
+    ],
+)
+def test_cutoff_line_names_the_setting_that_set_it(purger, settings, named):
+    """The admin page has no --older-than: the margin comes from the settings, and says so."""
+    expired_and_active()
+    with override_settings(**settings):
+        page = html.unescape(purger.get(PAGE).content.decode())
+        confirmation = html.unescape(purger.get(PURGE).content.decode())
+    for text in (page, confirmation):
+        [cutoff] = re.findall(r"<p(?: id=\"cutoff\")?>(Cutoff: .*?)</p>", text)
+        assert cutoff.startswith("Cutoff: tokens that expired at or before ")
+        assert cutoff.endswith(f" UTC are purgeable {named}")
+        assert "--older-than" not in text
 
 
 def test_purge_is_csrf_protected():
@@ -245,8 +282,8 @@ def test_dry_run_result_is_shown_on_the_page_with_its_history_row(viewer):
     page = response.content.decode()
     [result] = re.findall(r'<div id="dry-run-result">(.*?)</div>', page, re.DOTALL)
     assert result.strip() == (
-        "<p><strong>Dry run: nothing was deleted. Would delete 5 outstanding and 2 blacklisted "
-        "tokens from database &#x27;default&#x27;.</strong></p>"
+        "<p><strong>Dry run: nothing was deleted. Would delete 5 outstanding tokens and "
+        "2 blacklisted tokens from database &#x27;default&#x27;.</strong></p>"
     )
     assert response.context["dry_run"].before.outstanding.purgeable == 5
     run = PurgeRun.objects.get()

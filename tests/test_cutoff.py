@@ -1,10 +1,12 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import override_settings
 
 from my_bathhouse_backend.settings import SIMPLE_JWT
 from tokenops.cutoff import (
+    FROM_OPTION,
+    FROM_SETTING,
     LEEWAY,
     OLDER_THAN,
     SLIDING,
@@ -13,7 +15,7 @@ from tokenops.cutoff import (
     sliding_tokens_in_use,
 )
 
-NOW = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 SLIDING_CLASSES = {"AUTH_TOKEN_CLASSES": ("rest_framework_simplejwt.tokens.SlidingToken",)}
 
 
@@ -25,6 +27,19 @@ def test_older_than_sets_the_cutoff_when_larger():
     with jwt(LEEWAY=60):
         cutoff = safe_cutoff(timedelta(days=1), now=NOW)
     assert (cutoff.moment, cutoff.reason) == (NOW - timedelta(days=1), OLDER_THAN)
+
+
+def test_the_cutoff_carries_where_older_than_came_from():
+    # The caller (operations) knows whether older_than was asked for or is TOKENOPS'.
+    assert safe_cutoff(timedelta(days=1), now=NOW).older_than_source == FROM_OPTION
+    from_setting = safe_cutoff(timedelta(days=1), older_than_source=FROM_SETTING, now=NOW)
+    assert (from_setting.older_than_source, from_setting.reason) == (FROM_SETTING, OLDER_THAN)
+    with jwt(LEEWAY=3600):
+        leeway = safe_cutoff(timedelta(0), older_than_source=FROM_SETTING, now=NOW)
+    # LEEWAY set the margin; where older_than came from is still known.
+    assert (leeway.reason, leeway.older_than_source) == (LEEWAY, FROM_SETTING)
+    with pytest.raises(ValueError, match="older_than_source"):
+        safe_cutoff(timedelta(0), older_than_source="--older-than", now=NOW)
 
 
 @pytest.mark.parametrize("leeway", [60, 60.0, timedelta(seconds=60)])

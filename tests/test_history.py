@@ -193,7 +193,7 @@ def test_purge_works_without_the_history_table(manage):
     with dropped(PurgeRun):
         result = manage("token_purge")
     assert result.code == 0
-    assert result.out.startswith("Deleted 5 outstanding and 2 blacklisted tokens")
+    assert result.out.startswith("Deleted 5 outstanding tokens and 2 blacklisted tokens")
     assert result.err.startswith(
         "Warning: the purge history was not recorded in database 'default': "
     )
@@ -384,7 +384,7 @@ def test_last_purge_is_shown_and_no_warning_when_recent(manage):
     assert (result.code, result.err) == (0, "")
     assert result.out.endswith(
         f"\n\nLast successful purge: {finished:%Y-%m-%d %H:%M:%S} UTC (admin, olga), "
-        "7 outstanding and 2 blacklisted tokens deleted.\n"
+        "7 outstanding tokens and 2 blacklisted tokens deleted.\n"
     )
 
 
@@ -405,6 +405,27 @@ def test_stale_purge_warning(manage):
     assert json_result.err == result.err
     with override_settings(TOKENOPS={"PURGE_WARN_AFTER": "3w"}):
         assert manage("token_report").err == ""
+
+
+def test_stale_purge_warning_and_last_purge_in_the_singular(manage):
+    make_tokens([utcnow() - timedelta(days=2)], blacklisted=True)
+    a_day_ago = to_db(utcnow() - timedelta(days=1, hours=1))
+    make_run(
+        started_at=a_day_ago,
+        finished_at=a_day_ago,
+        outstanding_deleted=1,
+        blacklisted_deleted=1,
+    )
+    with override_settings(TOKENOPS={"PURGE_WARN_AFTER": "1h"}):
+        result = manage("token_report")
+    assert result.code == 0
+    assert result.err == (
+        "Warning: no purge has succeeded for 1 day, and 1 token is purgeable. "
+        "Is the scheduled purge still running?\n"
+    )
+    assert result.out.endswith(
+        "UTC (command), 1 outstanding token and 1 blacklisted token deleted.\n"
+    )
 
 
 def test_no_warning_while_nothing_is_purgeable(manage):

@@ -2,14 +2,14 @@
 
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import translation
 
 from tests.utils import make_tokens, utcnow
 from tokenops.counting import TableCounts, TokenCounts, UserTokens
-from tokenops.cutoff import LEEWAY, OLDER_THAN, SLIDING, Cutoff
+from tokenops.cutoff import FROM_OPTION, FROM_SETTING, LEEWAY, OLDER_THAN, SLIDING, Cutoff
 from tokenops.history import PurgeStatus
 from tokenops.models import PurgeRun
 from tokenops.operations import PurgeRequest, PurgeResult, Report, run_purge
@@ -20,16 +20,18 @@ from tokenops.rendering import (
     last_purge_line,
     overdue_warning,
     purge_dict,
+    purge_headline,
     render_purge,
     render_report,
     report_dict,
     user_label,
 )
 
-NOW = datetime(2026, 1, 15, 12, 0, 5, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 15, 12, 0, 5, tzinfo=UTC)
 CUTOFF = Cutoff(
     now=NOW,
     older_than=timedelta(days=7),
+    older_than_source=FROM_OPTION,
     leeway=timedelta(seconds=60),
     sliding_window=None,
     margin=timedelta(days=7),
@@ -52,7 +54,7 @@ HISTORY = PurgeStatus(True, "", LAST_RUN, False, LAST_RUN.finished_at, 4, NOW)
 REPORT = Report("default", CUTOFF, COUNTS, USERS, HISTORY)
 CUTOFF_LINE = (
     "Cutoff: tokens that expired at or before 2026-01-08 12:00:05 UTC are purgeable "
-    "(set by --older-than; older-than 1w, LEEWAY 1m)."
+    "(set by --older-than; --older-than 1w, LEEWAY 1m)."
 )
 RESULT = PurgeResult(
     dry_run=False,
@@ -100,8 +102,8 @@ def test_report_table():
         "bob                    2",
         "(deleted user)         1",
         "",
-        "Last successful purge: 2026-01-13 12:00:08 UTC (command, ops), 10 outstanding and "
-        "3 blacklisted tokens deleted.",
+        "Last successful purge: 2026-01-13 12:00:08 UTC (command, ops), 10 outstanding tokens "
+        "and 3 blacklisted tokens deleted.",
     ]
 
 
@@ -125,6 +127,7 @@ REPORT_DICT = {
     "cutoff": "2026-01-08T12:00:05+00:00",
     "cutoff_reason": "older-than",
     "older_than_seconds": 604800,
+    "older_than_source": "option",
     "leeway_seconds": 60.0,
     "sliding_window_seconds": None,
     "outstanding": {"total": 7, "active": 2, "expired": 5, "purgeable": 4},
@@ -185,8 +188,8 @@ def test_report_csv():
 
 def test_purge_table():
     assert render_purge(RESULT, "table").splitlines() == [
-        "Deleted 4 outstanding and 1 blacklisted tokens from database 'default' in 1.50 s "
-        "(2 batches, longest transaction 0.12 s).",
+        "Deleted 4 outstanding tokens and 1 blacklisted token from database 'default' in "
+        "1.50 s (2 batches, longest transaction 0.12 s).",
         CUTOFF_LINE,
         "",
         "tokens         before    purgeable    deleted    after",
@@ -200,8 +203,8 @@ def test_dry_run_table_says_what_would_go():
     dry = replace(RESULT, dry_run=True, after=COUNTS, stats=BatchStats())
     lines = render_purge(dry, "table").splitlines()
     assert lines[0] == (
-        "Dry run: nothing was deleted. Would delete 4 outstanding and 1 blacklisted tokens "
-        "from database 'default'."
+        "Dry run: nothing was deleted. Would delete 4 outstanding tokens and 1 blacklisted "
+        "token from database 'default'."
     )
     assert lines[5:] == [
         "outstanding         7            4          0        7",
@@ -215,6 +218,7 @@ PURGE_DICT = {
     "cutoff": "2026-01-08T12:00:05+00:00",
     "cutoff_reason": "older-than",
     "older_than_seconds": 604800,
+    "older_than_source": "option",
     "leeway_seconds": 60.0,
     "sliding_window_seconds": None,
     "before": {"outstanding": 7, "blacklisted": 3},
@@ -240,7 +244,7 @@ def test_a_real_purge_renders_its_own_numbers():
     result = run_purge(PurgeRequest("default", older_than=timedelta(days=1)))
     lines = render_purge(result, "table").splitlines()
     assert lines[0].startswith(
-        "Deleted 3 outstanding and 1 blacklisted tokens from database 'default' in "
+        "Deleted 3 outstanding tokens and 1 blacklisted token from database 'default' in "
     )
     assert lines[5:] == [
         "outstanding         5            3          3        2",
@@ -259,16 +263,51 @@ def test_cutoff_line_names_the_sliding_window():
     )
     assert cutoff_line(cutoff) == (
         "Cutoff: tokens that expired at or before 2026-01-14 11:59:45 UTC are purgeable "
-        "(set by sliding window; older-than 1h, LEEWAY 10s, sliding window 1d20s)."
+        "(set by the sliding window; --older-than 1h, LEEWAY 10s, sliding window 1d20s)."
     )
 
 
 def test_cutoff_line_names_leeway():
-    cutoff = replace(CUTOFF, older_than=timedelta(0), margin=timedelta(seconds=60), reason=LEEWAY)
+    cutoff = replace(
+        CUTOFF,
+        older_than=timedelta(0),
+        older_than_source=FROM_SETTING,
+        margin=timedelta(seconds=60),
+        reason=LEEWAY,
+    )
     assert cutoff_line(cutoff) == (
         "Cutoff: tokens that expired at or before 2026-01-15 11:59:05 UTC are purgeable "
-        "(set by LEEWAY; older-than 0m, LEEWAY 1m)."
+        "(set by LEEWAY; TOKENOPS['OLDER_THAN'] 0m, LEEWAY 1m)."
     )
+
+
+def test_cutoff_line_names_the_setting_when_no_older_than_was_given():
+    cutoff = replace(CUTOFF, older_than_source=FROM_SETTING)
+    assert cutoff_line(cutoff) == (
+        "Cutoff: tokens that expired at or before 2026-01-08 12:00:05 UTC are purgeable "
+        "(set by TOKENOPS['OLDER_THAN']; TOKENOPS['OLDER_THAN'] 1w, LEEWAY 1m)."
+    )
+    assert report_dict(replace(REPORT, cutoff=cutoff))["older_than_source"] == "setting"
+    assert purge_dict(replace(RESULT, cutoff=cutoff))["cutoff_reason"] == "older-than"
+
+
+def test_cutoff_line_in_russian_names_every_source():
+    sliding = replace(
+        CUTOFF, sliding_window=timedelta(days=2), margin=timedelta(days=2), reason=SLIDING
+    )
+    with translation.override("ru"):
+        lines = [
+            cutoff_line(cutoff)
+            for cutoff in (CUTOFF, replace(CUTOFF, older_than_source=FROM_SETTING), sliding)
+        ]
+    assert lines == [
+        "Граница: можно удалить токены, истёкшие не позже 2026-01-08 12:00:05 UTC "
+        "(её задаёт --older-than; --older-than 1w, LEEWAY 1m).",
+        "Граница: можно удалить токены, истёкшие не позже 2026-01-08 12:00:05 UTC "
+        "(её задаёт TOKENOPS['OLDER_THAN']; TOKENOPS['OLDER_THAN'] 1w, LEEWAY 1m).",
+        "Граница: можно удалить токены, истёкшие не позже 2026-01-13 12:00:05 UTC "
+        "(её задаёт скользящее окно; --older-than 1w, LEEWAY 1m, скользящее окно 2d).",
+    ]
 
 
 def test_age_rows_and_user_label():
@@ -297,8 +336,19 @@ def test_last_purge_line_when_the_history_tells_nothing():
         blacklisted_deleted=3,
     )
     assert last_purge_line(replace(HISTORY, last_success=nobody)) == (
-        "Last successful purge: 2026-01-13 12:00:05 UTC (Celery task), 10 outstanding and "
-        "3 blacklisted tokens deleted."
+        "Last successful purge: 2026-01-13 12:00:05 UTC (Celery task), 10 outstanding tokens "
+        "and 3 blacklisted tokens deleted."
+    )
+    single = PurgeRun(
+        started_at=LAST_RUN.started_at,
+        finished_at=LAST_RUN.finished_at,
+        trigger=PurgeRun.Trigger.COMMAND,
+        outstanding_deleted=1,
+        blacklisted_deleted=1,
+    )
+    assert last_purge_line(replace(HISTORY, last_success=single)) == (
+        "Last successful purge: 2026-01-13 12:00:08 UTC (command), 1 outstanding token and "
+        "1 blacklisted token deleted."
     )
 
 
@@ -312,14 +362,149 @@ def test_overdue_warnings():
         "Warning: no purge has succeeded since the purge history began 20 days ago, and "
         "4 tokens are purgeable. Is the scheduled purge running?"
     )
+    one = replace(late, since=NOW - timedelta(days=1, hours=1), purgeable=1)
+    assert overdue_warning(one) == (
+        "Warning: no purge has succeeded for 1 day, and 1 token is purgeable. "
+        "Is the scheduled purge still running?"
+    )
+    assert overdue_warning(replace(one, last_success=None)) == (
+        "Warning: no purge has succeeded since the purge history began 1 day ago, and "
+        "1 token is purgeable. Is the scheduled purge running?"
+    )
 
 
-def test_tables_are_translated_but_json_and_csv_are_not():
+def counted(outstanding: int, blacklisted: int, batches: int) -> PurgeResult:
+    """RESULT with these many rows deleted in these many batches."""
+    return replace(
+        RESULT,
+        stats=replace(RESULT.stats, deleted=Deleted(outstanding, blacklisted), batches=batches),
+    )
+
+
+@pytest.mark.parametrize(
+    ("numbers", "headline"),
+    [
+        (
+            (1, 0, 1),
+            "Deleted 1 outstanding token and 0 blacklisted tokens from database 'default' in "
+            "1.50 s (1 batch, longest transaction 0.12 s).",
+        ),
+        (
+            (5, 1, 2),
+            "Deleted 5 outstanding tokens and 1 blacklisted token from database 'default' in "
+            "1.50 s (2 batches, longest transaction 0.12 s).",
+        ),
+        (
+            (0, 0, 0),
+            "Deleted 0 outstanding tokens and 0 blacklisted tokens from database 'default' in "
+            "1.50 s (0 batches, longest transaction 0.12 s).",
+        ),
+    ],
+)
+def test_purge_headline_singular_and_plural(numbers, headline):
+    assert purge_headline(counted(*numbers)) == headline
+
+
+def test_dry_run_headline_singular_and_plural():
+    dry = replace(RESULT, dry_run=True, stats=BatchStats())
+    one = TokenCounts(
+        outstanding=replace(COUNTS.outstanding, purgeable=1),
+        blacklisted=replace(COUNTS.blacklisted, purgeable=1),
+    )
+    assert purge_headline(replace(dry, before=one)) == (
+        "Dry run: nothing was deleted. Would delete 1 outstanding token and 1 blacklisted "
+        "token from database 'default'."
+    )
+    two = TokenCounts(
+        outstanding=replace(COUNTS.outstanding, purgeable=2),
+        blacklisted=replace(COUNTS.blacklisted, purgeable=0),
+    )
+    assert purge_headline(replace(dry, before=two)) == (
+        "Dry run: nothing was deleted. Would delete 2 outstanding tokens and 0 blacklisted "
+        "tokens from database 'default'."
+    )
+
+
+def test_top_users_heading_singular_and_plural():
+    assert (
+        "Top 1 user by outstanding tokens"
+        in render_report(replace(REPORT, top_users=USERS[:1]), "table").splitlines()
+    )
+    assert (
+        "Top 2 users by outstanding tokens"
+        in render_report(replace(REPORT, top_users=USERS[:2]), "table").splitlines()
+    )
+
+
+# Russian has three forms: 1 (21, 101), 2-4 (22-24), 5-20 (0, 11-14, 25).
+RUSSIAN = {
+    1: (
+        "1 выданный токен",
+        "1 токен в чёрном списке",
+        "1 пакет",
+        "1 день",
+        "1 токен",
+        "1 пользователь",
+    ),
+    2: (
+        "2 выданных токена",
+        "2 токена в чёрном списке",
+        "2 пакета",
+        "2 дня",
+        "2 токена",
+        "2 пользователя",
+    ),
+    5: (
+        "5 выданных токенов",
+        "5 токенов в чёрном списке",
+        "5 пакетов",
+        "5 дней",
+        "5 токенов",
+        "5 пользователей",
+    ),
+    11: (
+        "11 выданных токенов",
+        "11 токенов в чёрном списке",
+        "11 пакетов",
+        "11 дней",
+        "11 токенов",
+        "11 пользователей",
+    ),
+    21: (
+        "21 выданный токен",
+        "21 токен в чёрном списке",
+        "21 пакет",
+        "21 день",
+        "21 токен",
+        "21 пользователь",
+    ),
+    22: (
+        "22 выданных токена",
+        "22 токена в чёрном списке",
+        "22 пакета",
+        "22 дня",
+        "22 токена",
+        "22 пользователя",
+    ),
+}
+
+
+@pytest.mark.parametrize("n", RUSSIAN)
+def test_russian_plural_forms(n):
+    outstanding, blacklisted, batches, days, tokens, users = RUSSIAN[n]
     with translation.override("ru"):
-        table = render_report(REPORT, "table")
-        data = render_report(REPORT, "json")
-        csv_text = render_report(REPORT, "csv")
-    assert "всего" in table
-    assert "< 1 дня" in table
-    assert json.loads(data) == REPORT_DICT
-    assert csv_text == render_report(REPORT, "csv")
+        headline = purge_headline(counted(n, n, n))
+        warning = overdue_warning(
+            replace(HISTORY, overdue=True, since=NOW - timedelta(days=n), purgeable=n)
+        )
+        top = render_report(replace(REPORT, top_users=[USERS[0]] * n), "table").splitlines()
+    assert headline == (
+        f"Из базы данных 'default' удалено: {outstanding} и {blacklisted}, "
+        "за 1.50 с "  # noqa: RUF001
+        f"({batches}, самая долгая транзакция 0.12 с)."  # noqa: RUF001
+    )
+    assert warning == (
+        f"Внимание: успешной очистки не было уже {days}, а {tokens} можно удалить. "  # noqa: RUF001
+        "Работает ли ещё очистка по расписанию?"
+    )
+    assert f"{users} с наибольшим числом выданных токенов" in top  # noqa: RUF001

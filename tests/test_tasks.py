@@ -115,7 +115,7 @@ def test_without_older_than_the_task_follows_the_older_than_setting(rows):
 
     assert result.successful(), result.traceback
     value = result.get()
-    assert value["older_than_seconds"] == 86400
+    assert (value["older_than_seconds"], value["older_than_source"]) == (86400, "setting")
     assert value["deleted"] == {"outstanding": 3, "blacklisted": 2}
     assert remaining() == kept
     run = PurgeRun.objects.get()
@@ -128,7 +128,7 @@ def test_a_given_older_than_wins_over_the_setting(rows):
 
     value = purge_expired_tokens(older_than="1d")
 
-    assert value["older_than_seconds"] == 86400
+    assert (value["older_than_seconds"], value["older_than_source"]) == (86400, "option")
     assert remaining() == kept
     assert PurgeRun.objects.get().older_than == timedelta(days=1)
 

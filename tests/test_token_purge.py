@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -68,12 +68,15 @@ def test_table_output_deletes_only_purgeable_rows(manage):
     assert result.err == ""
     lines = result.out.splitlines()
     assert re.fullmatch(
-        r"Deleted 3 outstanding and 1 blacklisted tokens from database 'default' in "
-        r"\d+\.\d\d s \(\d+ batches, longest transaction \d+\.\d\d s\)\.",
+        r"Deleted 3 outstanding tokens and 1 blacklisted token from database 'default' in "
+        r"\d+\.\d\d s \((1 batch|[02-9] batches|\d\d+ batches), "
+        r"longest transaction \d+\.\d\d s\)\.",
         lines[0],
     ), lines[0]
     assert lines[1].startswith("Cutoff: tokens that expired at or before ")
-    assert "(set by --older-than; older-than 0m, LEEWAY 0m)." in lines[1]
+    assert lines[1].endswith(
+        " UTC are purgeable (set by TOKENOPS['OLDER_THAN']; TOKENOPS['OLDER_THAN'] 0m, LEEWAY 0m)."
+    )
     assert lines[3].split() == ["tokens", "before", "purgeable", "deleted", "after"]
     assert lines[5].split() == ["outstanding", "6", "3", "3", "3"]
     assert lines[6].split() == ["blacklisted", "2", "1", "1", "1"]
@@ -91,6 +94,7 @@ def test_json_output(manage):
     assert data["database"] == "default"
     assert data["cutoff_reason"] == "older-than"
     assert data["older_than_seconds"] == 5 * 86400
+    assert data["older_than_source"] == "option"
     cutoff = datetime.fromisoformat(data["cutoff"])
     assert abs(cutoff - (utcnow() - 5 * DAY)) < timedelta(minutes=1)
     assert data["before"] == {"outstanding": 6, "blacklisted": 2}
@@ -107,8 +111,8 @@ def test_dry_run_says_so_and_writes_nothing(manage):
     result = manage("token_purge", "--dry-run")
     assert result.code == 0, result.err
     assert result.out.splitlines()[0] == (
-        "Dry run: nothing was deleted. Would delete 3 outstanding and 1 blacklisted tokens "
-        "from database 'default'."
+        "Dry run: nothing was deleted. Would delete 3 outstanding tokens and 1 blacklisted "
+        "token from database 'default'."
     )
     assert snapshot() == before
 
@@ -267,7 +271,7 @@ def test_one_info_line_per_run(caplog):
 def test_use_tz_false_compares_in_utc_not_local_time(manage):
     """simplejwt stores naive UTC with USE_TZ=False; Moscow local time is 3 h ahead."""
     with override_settings(USE_TZ=False, TIME_ZONE="Europe/Moscow"):
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         expired = keys(make_tokens([now - timedelta(hours=2)], blacklisted=True, user=None))
         live = keys(make_tokens([now + timedelta(hours=1)], blacklisted=True, user=None))
         stored_live = OutstandingToken.objects.get(pk=live[0]).expires_at
@@ -291,6 +295,7 @@ def test_leeway_from_settings_keeps_tokens_it_still_accepts(manage):
     assert result.code == 0, result.err
     data = json.loads(result.out)
     assert (data["cutoff_reason"], data["leeway_seconds"]) == ("LEEWAY", 3600.0)
+    assert data["older_than_source"] == "setting"
     assert pks() == set(kept)
     assert not set(gone) & pks()
 
@@ -307,6 +312,115 @@ def test_sliding_tokens_widen_the_cutoff(manage):
     assert (data["cutoff_reason"], data["sliding_window_seconds"]) == ("sliding window", 86400.0)
     assert pks() == set(kept)
     assert not set(gone) & pks()
+
+
+SLIDING_JWT = {"AUTH_TOKEN_CLASSES": ("rest_framework_simplejwt.tokens.SlidingToken",)}
+CUTOFF_LINE = re.compile(
+    r"Cutoff: tokens that expired at or before \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC are "
+    r"purgeable \(set by (?P<setter>.+?); (?P<detail>.+)\)\."
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "settings", "setter", "detail", "source"),
+    [
+        (["--older-than", "5d"], {}, "--older-than", "--older-than 5d, LEEWAY 0m", "option"),
+        # An explicit 0 is asked for: it beats TOKENOPS["OLDER_THAN"] and is named as asked.
+        (
+            ["--older-than", "0m"],
+            {"TOKENOPS": {"OLDER_THAN": "3d"}},
+            "--older-than",
+            "--older-than 0m, LEEWAY 0m",
+            "option",
+        ),
+        (
+            [],
+            {"TOKENOPS": {"OLDER_THAN": "2d"}},
+            "TOKENOPS['OLDER_THAN']",
+            "TOKENOPS['OLDER_THAN'] 2d, LEEWAY 0m",
+            "setting",
+        ),
+        ([], {}, "TOKENOPS['OLDER_THAN']", "TOKENOPS['OLDER_THAN'] 0m, LEEWAY 0m", "setting"),
+        (
+            [],
+            {"SIMPLE_JWT": {"LEEWAY": 3600}},
+            "LEEWAY",
+            "TOKENOPS['OLDER_THAN'] 0m, LEEWAY 1h",
+            "setting",
+        ),
+        (
+            ["--older-than", "30m"],
+            {"SIMPLE_JWT": {"LEEWAY": 3600}},
+            "LEEWAY",
+            "--older-than 30m, LEEWAY 1h",
+            "option",
+        ),
+        (
+            [],
+            {"SIMPLE_JWT": SLIDING_JWT},
+            "the sliding window",
+            "TOKENOPS['OLDER_THAN'] 0m, LEEWAY 0m, sliding window 1d",
+            "setting",
+        ),
+        (
+            ["--older-than", "2h"],
+            {"SIMPLE_JWT": SLIDING_JWT},
+            "the sliding window",
+            "--older-than 2h, LEEWAY 0m, sliding window 1d",
+            "option",
+        ),
+    ],
+)
+def test_cutoff_line_names_where_the_margin_came_from(
+    manage, args, settings, setter, detail, source
+):
+    population()
+    with override_settings(**settings):
+        table = manage("token_purge", "--dry-run", *args)
+        data = json.loads(manage("token_purge", "--dry-run", "--format", "json", *args).out)
+    assert (table.code, table.err) == (0, "")
+    match = CUTOFF_LINE.fullmatch(table.out.splitlines()[1])
+    assert match, table.out
+    assert (match["setter"], match["detail"]) == (setter, detail)
+    assert data["older_than_source"] == source
+    assert (
+        data["cutoff_reason"]
+        == {
+            "--older-than": "older-than",
+            "TOKENOPS['OLDER_THAN']": "older-than",
+            "LEEWAY": "LEEWAY",
+            "the sliding window": "sliding window",
+        }[setter]
+    )
+
+
+def headline(result) -> str:
+    assert (result.code, result.err) == (0, ""), result.err
+    first = result.out.splitlines()[0]
+    # Times vary from run to run; the words and counts do not.
+    return re.sub(r"\d+\.\d\d s", "T s", first)
+
+
+def test_counts_are_singular_or_plural_in_english(manage):
+    make_tokens([utcnow() - DAY], user=None)
+    assert headline(manage("token_purge")) == (
+        "Deleted 1 outstanding token and 0 blacklisted tokens from database 'default' in T s "
+        "(1 batch, longest transaction T s)."
+    )
+    make_tokens([utcnow() - DAY] * 5, blacklisted=[True, True, False, False, False], user=None)
+    assert headline(manage("token_purge", "--dry-run")) == (
+        "Dry run: nothing was deleted. Would delete 5 outstanding tokens and 2 blacklisted "
+        "tokens from database 'default'."
+    )
+    assert headline(manage("token_purge", "--batch-size", "3")) == (
+        "Deleted 5 outstanding tokens and 2 blacklisted tokens from database 'default' in T s "
+        "(2 batches, longest transaction T s)."
+    )
+    make_tokens([utcnow() - DAY], blacklisted=True, user=None)
+    assert headline(manage("token_purge", "--dry-run")) == (
+        "Dry run: nothing was deleted. Would delete 1 outstanding token and 1 blacklisted "
+        "token from database 'default'."
+    )
 
 
 def test_tokens_of_deleted_users_go_by_expiry_only(manage):

@@ -29,6 +29,7 @@ def test_counts_respect_leeway(manage, report_population):
     data = report(manage)
     assert {key: data[key] for key in EXPECTED} == EXPECTED
     assert data["cutoff_reason"] == "LEEWAY"
+    assert data["older_than_source"] == "setting"
     assert data["database"] == "default"
     assert [(b["age"], b["outstanding"], b["blacklisted"]) for b in data["expired_by_age"]] == [
         ("< 1 day", 2, 2),
@@ -61,6 +62,7 @@ def test_older_than_keeps_recently_expired_rows(manage, report_population):
     data = report(manage, "--older-than", "1w")
     assert (data["outstanding"]["purgeable"], data["blacklisted"]["purgeable"]) == (2, 0)
     assert data["cutoff_reason"] == "older-than"
+    assert data["older_than_source"] == "option"
 
 
 def test_older_than_setting_is_the_default(manage, settings, report_population):
@@ -68,6 +70,7 @@ def test_older_than_setting_is_the_default(manage, settings, report_population):
     data = report(manage)
     assert (data["outstanding"]["purgeable"], data["blacklisted"]["purgeable"]) == (2, 0)
     assert (data["cutoff_reason"], data["older_than_seconds"]) == ("older-than", 7 * 86400)
+    assert data["older_than_source"] == "setting"
 
 
 def test_top_users_name_deleted_users(manage, report_population):
@@ -89,7 +92,9 @@ def test_table_shows_summary_buckets_and_users(manage, report_population):
     assert (result.code, result.err) == (0, "")
     lines = result.out.splitlines()
     assert lines[0].startswith("Token report for database 'default' at ")
-    assert "(set by --older-than; older-than 0m, LEEWAY 0m)." in lines[1]
+    assert lines[1].endswith(
+        " UTC are purgeable (set by TOKENOPS['OLDER_THAN']; TOKENOPS['OLDER_THAN'] 0m, LEEWAY 0m)."
+    )
     assert lines[3:7] == [
         "tokens         total    active    expired    purgeable",
         "-----------  -------  --------  ---------  -----------",
@@ -98,6 +103,55 @@ def test_table_shows_summary_buckets_and_users(manage, report_population):
     ]
     assert "Top 3 users by outstanding tokens" in lines
     assert "(deleted user)         1" in lines
+
+
+SLIDING_JWT = {
+    **SIMPLE_JWT,
+    "AUTH_TOKEN_CLASSES": ("rest_framework_simplejwt.tokens.SlidingToken",),
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "settings", "named"),
+    [
+        (["--older-than", "1w"], {}, "(set by --older-than; --older-than 1w, LEEWAY 0m)."),
+        (
+            [],
+            {"TOKENOPS": {"OLDER_THAN": "1w"}},
+            "(set by TOKENOPS['OLDER_THAN']; TOKENOPS['OLDER_THAN'] 1w, LEEWAY 0m).",
+        ),
+        (
+            [],
+            {"SIMPLE_JWT": {**SIMPLE_JWT, "LEEWAY": 60}},
+            "(set by LEEWAY; TOKENOPS['OLDER_THAN'] 0m, LEEWAY 1m).",
+        ),
+        (
+            ["--older-than", "30m"],
+            {"SIMPLE_JWT": {**SIMPLE_JWT, "LEEWAY": 3600}},
+            "(set by LEEWAY; --older-than 30m, LEEWAY 1h).",
+        ),
+        (
+            [],
+            {"SIMPLE_JWT": SLIDING_JWT},
+            "(set by the sliding window; TOKENOPS['OLDER_THAN'] 0m, LEEWAY 0m, sliding window 1d).",
+        ),
+    ],
+)
+def test_cutoff_line_names_where_the_margin_came_from(
+    manage, report_population, args, settings, named
+):
+    with override_settings(**settings):
+        result = manage("token_report", "--top", "0", *args)
+    assert (result.code, result.err) == (0, "")
+    cutoff = result.out.splitlines()[1]
+    assert cutoff.startswith("Cutoff: tokens that expired at or before ")
+    assert cutoff.endswith(f" UTC are purgeable {named}")
+
+
+def test_top_users_heading_is_singular_for_one(manage, report_population):
+    lines = manage("token_report", "--top", "1").out.splitlines()
+    assert "Top 1 user by outstanding tokens" in lines
+    assert "Top 2 users by outstanding tokens" in manage("token_report", "--top", "2").out
 
 
 def test_csv_is_the_summary(manage, report_population):

@@ -8,7 +8,7 @@ row keeps the first expiry. A row is purgeable when ``expires_at <= cutoff``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -16,9 +16,16 @@ from django.utils.module_loading import import_string
 from rest_framework_simplejwt import settings as simplejwt_settings
 from rest_framework_simplejwt.tokens import SlidingToken
 
+# What set the margin (``Cutoff.reason``, JSON's "cutoff_reason", PurgeRun.cutoff_reason).
 OLDER_THAN = "older-than"
 LEEWAY = "LEEWAY"
 SLIDING = "sliding window"
+
+# Where ``older_than`` came from (``Cutoff.older_than_source``, JSON's "older_than_source"):
+# the starter gave it (``--older-than``, the Celery task's ``older_than``), or it is
+# TOKENOPS["OLDER_THAN"] because the starter left it out.
+FROM_OPTION = "option"
+FROM_SETTING = "setting"
 
 
 def jwt_settings() -> Any:
@@ -32,10 +39,15 @@ def jwt_settings() -> Any:
 
 @dataclass(frozen=True)
 class Cutoff:
-    """When the cutoff was taken, the margin behind it, and which setting set the margin."""
+    """When the cutoff was taken, the margin behind it, and which setting set the margin.
+
+    ``older_than_source`` says whether ``older_than`` was asked for (FROM_OPTION) or is
+    TOKENOPS["OLDER_THAN"] (FROM_SETTING); the orchestrator knows which.
+    """
 
     now: datetime
     older_than: timedelta
+    older_than_source: str
     leeway: timedelta
     sliding_window: timedelta | None
     margin: timedelta
@@ -91,13 +103,21 @@ def sliding_window(leeway: timedelta) -> timedelta:
 
 
 def safe_cutoff(
-    older_than: timedelta, *, sliding_tokens: str | bool = "auto", now: datetime | None = None
+    older_than: timedelta,
+    *,
+    older_than_source: str = FROM_OPTION,
+    sliding_tokens: str | bool = "auto",
+    now: datetime | None = None,
 ) -> Cutoff:
     """Rows that expired more than ``max(older_than, LEEWAY, sliding window)`` ago.
 
-    ``sliding_tokens`` is ``TOKENOPS["SLIDING_TOKENS"]``: ``"auto"``, True or False.
+    ``older_than_source`` is FROM_OPTION when the caller was given ``older_than``,
+    FROM_SETTING when it is TOKENOPS["OLDER_THAN"]; ``sliding_tokens`` is
+    ``TOKENOPS["SLIDING_TOKENS"]``: ``"auto"``, True or False.
     """
-    now = now or datetime.now(timezone.utc)
+    if older_than_source not in (FROM_OPTION, FROM_SETTING):
+        raise ValueError(f"older_than_source must be {FROM_OPTION!r} or {FROM_SETTING!r}")
+    now = now or datetime.now(UTC)
     leeway = as_timedelta(jwt_settings().LEEWAY)
     window = sliding_window(leeway) if sliding_tokens_in_use(sliding_tokens) else None
     candidates = [(older_than, OLDER_THAN), (leeway, LEEWAY)]
@@ -107,6 +127,7 @@ def safe_cutoff(
     return Cutoff(
         now=now,
         older_than=older_than,
+        older_than_source=older_than_source,
         leeway=leeway,
         sliding_window=window,
         margin=margin,

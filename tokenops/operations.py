@@ -13,14 +13,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from django.db import DEFAULT_DB_ALIAS
 
 from .app_settings import get_settings
 from .checks import ensure_database, ensure_ready
 from .counting import TokenCounts, UserTokens, count_tokens, top_users
-from .cutoff import Cutoff, safe_cutoff
+from .cutoff import FROM_OPTION, FROM_SETTING, Cutoff, safe_cutoff
 from .errors import TokenopsError
 from .history import PurgeRecorder, PurgeStatus, purge_status, recent_runs, shown_outcome
 from .models import PurgeRun
@@ -79,6 +79,13 @@ class Report:
     runs: tuple[PurgeRun, ...] = ()
 
 
+def _older_than(asked: timedelta | None, setting: timedelta) -> tuple[timedelta, str]:
+    """The margin to keep and where it came from: what the starter asked for, else TOKENOPS."""
+    if asked is None:
+        return setting, FROM_SETTING
+    return asked, FROM_OPTION
+
+
 def run_purge(
     request: PurgeRequest,
     *,
@@ -94,7 +101,7 @@ def run_purge(
     conf = get_settings()
     using = request.database
     ensure_database(using)
-    older_than = conf.older_than if request.older_than is None else request.older_than
+    older_than, source = _older_than(request.older_than, conf.older_than)
     batch_size = request.batch_size or conf.batch_size
     recorder = PurgeRecorder(
         using,
@@ -108,10 +115,15 @@ def run_purge(
         warn=warn,
     )
     with recorder:
-        started_at = datetime.now(timezone.utc)
+        started_at = datetime.now(UTC)
         clock = time.monotonic()
         ensure_ready(using)
-        cutoff = safe_cutoff(older_than, sliding_tokens=conf.sliding_tokens, now=started_at)
+        cutoff = safe_cutoff(
+            older_than,
+            older_than_source=source,
+            sliding_tokens=conf.sliding_tokens,
+            now=started_at,
+        )
         before = count_tokens(using, cutoff)
         recorder.counted(cutoff, before)
         if request.dry_run:
@@ -190,8 +202,8 @@ def build_report(request: ReportRequest) -> Report:
     conf = get_settings()
     using = request.database
     ensure_ready(using)
-    older_than = conf.older_than if request.older_than is None else request.older_than
-    cutoff = safe_cutoff(older_than, sliding_tokens=conf.sliding_tokens)
+    older_than, source = _older_than(request.older_than, conf.older_than)
+    cutoff = safe_cutoff(older_than, older_than_source=source, sliding_tokens=conf.sliding_tokens)
     counts = count_tokens(using, cutoff, by_time_left=request.by_time_left)
     top = conf.report_top if request.top is None else request.top
     runs = (

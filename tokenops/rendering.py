@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext as _
-from django.utils.translation import pgettext
+from django.utils.translation import ngettext, pgettext
 from tabulate import tabulate
 
 from .counting import BUCKETS, TableCounts, TokenCounts
-from .cutoff import OLDER_THAN, SLIDING, Cutoff
+from .cutoff import FROM_OPTION, LEEWAY, OLDER_THAN, SLIDING, Cutoff
 from .dbtime import as_utc
 from .durations import format_duration
 
@@ -34,20 +34,36 @@ def when(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+# Names as the user wrote them, so never translated.
+OLDER_THAN_OPTION = "--older-than"
+OLDER_THAN_SETTING = "TOKENOPS['OLDER_THAN']"
+
+
+def older_than_name(cutoff: Cutoff) -> str:
+    """Where older_than came from: the option (or task argument), or the setting."""
+    return OLDER_THAN_OPTION if cutoff.older_than_source == FROM_OPTION else OLDER_THAN_SETTING
+
+
 def cutoff_line(cutoff: Cutoff) -> str:
-    detail = [f"older-than {format_duration(cutoff.older_than)}"]
-    detail.append(f"LEEWAY {format_duration(cutoff.leeway)}")
+    """The cutoff, what set its margin, and every margin that was weighed."""
+    older_than = older_than_name(cutoff)
+    detail = [
+        f"{older_than} {format_duration(cutoff.older_than)}",
+        f"LEEWAY {format_duration(cutoff.leeway)}",
+    ]
     if cutoff.sliding_window is not None:
         detail.append(
             _("sliding window %(duration)s") % {"duration": format_duration(cutoff.sliding_window)}
         )
-    setters = {OLDER_THAN: "--older-than", SLIDING: _("sliding window")}
+    setters = {OLDER_THAN: older_than, LEEWAY: "LEEWAY", SLIDING: _("the sliding window")}
     return _(
+        # Translators: %(setter)s is --older-than, TOKENOPS['OLDER_THAN'], LEEWAY or
+        # "the sliding window"; %(detail)s is "--older-than 1w, LEEWAY 1m".
         "Cutoff: tokens that expired at or before %(moment)s are purgeable "
         "(set by %(setter)s; %(detail)s)."
     ) % {
         "moment": when(cutoff.moment),
-        "setter": setters.get(cutoff.reason, cutoff.reason),
+        "setter": setters[cutoff.reason],
         "detail": ", ".join(detail),
     }
 
@@ -57,6 +73,7 @@ def cutoff_dict(cutoff: Cutoff) -> dict[str, Any]:
         "cutoff": cutoff.moment.isoformat(),
         "cutoff_reason": cutoff.reason,
         "older_than_seconds": int(cutoff.older_than.total_seconds()),
+        "older_than_source": cutoff.older_than_source,
         "leeway_seconds": cutoff.leeway.total_seconds(),
         "sliding_window_seconds": (
             None if cutoff.sliding_window is None else cutoff.sliding_window.total_seconds()
@@ -148,6 +165,33 @@ def history_dict(status: PurgeStatus | None) -> dict[str, Any]:
     }
 
 
+def outstanding_tokens(count: int) -> str:
+    """A count with its noun in the plural form it needs (like the helpers below)."""
+    return ngettext("%(count)s outstanding token", "%(count)s outstanding tokens", count) % {
+        "count": count
+    }
+
+
+def blacklisted_tokens(count: int) -> str:
+    return ngettext("%(count)s blacklisted token", "%(count)s blacklisted tokens", count) % {
+        "count": count
+    }
+
+
+def days(count: int) -> str:
+    return ngettext("%(count)s day", "%(count)s days", count) % {"count": count}
+
+
+def batches(count: int) -> str:
+    return ngettext("%(count)s batch", "%(count)s batches", count) % {"count": count}
+
+
+def purgeable_tokens(count: int) -> str:
+    return ngettext("%(count)s token is purgeable", "%(count)s tokens are purgeable", count) % {
+        "count": count
+    }
+
+
 def last_purge_line(status: PurgeStatus) -> str:
     if not status.available:
         return _("Last successful purge: unknown (the purge history cannot be read: %(error)s)") % {
@@ -158,33 +202,39 @@ def last_purge_line(status: PurgeStatus) -> str:
         return _("Last successful purge: none recorded.")
     by = f", {last.started_by}" if last.started_by else ""
     return _(
-        "Last successful purge: %(moment)s (%(trigger)s%(by)s), %(outstanding)s outstanding "
-        "and %(blacklisted)s blacklisted tokens deleted."
+        # Translators: %(outstanding)s is "10 outstanding tokens", %(blacklisted)s
+        # "3 blacklisted tokens".
+        "Last successful purge: %(moment)s (%(trigger)s%(by)s), %(outstanding)s "
+        "and %(blacklisted)s deleted."
     ) % {
         "moment": when(as_utc(last.finished_at or last.started_at)),
         "trigger": last.get_trigger_display(),
         "by": by,
-        "outstanding": last.outstanding_deleted,
-        "blacklisted": last.blacklisted_deleted,
+        "outstanding": outstanding_tokens(last.outstanding_deleted or 0),
+        "blacklisted": blacklisted_tokens(last.blacklisted_deleted or 0),
     }
 
 
 def overdue_warning(status: PurgeStatus) -> str:
     """Why a missing purge matters: the scheduled job may have stopped without a word."""
-    values = {"days": status.days_since, "purgeable": status.purgeable}
+    values = {
+        "days": days(status.days_since),
+        "purgeable": purgeable_tokens(status.purgeable),
+    }
     if status.last_success is None:
         return (
             _(
-                "Warning: no purge has succeeded since the purge history began "
-                "%(days)s days ago, and %(purgeable)s tokens are purgeable. "
-                "Is the scheduled purge running?"
+                # Translators: %(days)s is "20 days", %(purgeable)s "5 tokens are purgeable".
+                "Warning: no purge has succeeded since the purge history began %(days)s ago, "
+                "and %(purgeable)s. Is the scheduled purge running?"
             )
             % values
         )
     return (
         _(
-            "Warning: no purge has succeeded for %(days)s days, and "
-            "%(purgeable)s tokens are purgeable. Is the scheduled purge still running?"
+            # Translators: %(days)s is "20 days", %(purgeable)s "5 tokens are purgeable".
+            "Warning: no purge has succeeded for %(days)s, and %(purgeable)s. "
+            "Is the scheduled purge still running?"
         )
         % values
     )
@@ -235,7 +285,12 @@ def render_report(report: Report, fmt: str) -> str:
     if report.top_users:
         parts += [
             "",
-            _("Top %(count)s users by outstanding tokens") % {"count": len(report.top_users)},
+            ngettext(
+                "Top %(count)s user by outstanding tokens",
+                "Top %(count)s users by outstanding tokens",
+                len(report.top_users),
+            )
+            % {"count": len(report.top_users)},
             tabulate(
                 [[user_label(u.username), u.tokens] for u in report.top_users],
                 headers=[pgettext("tokens", "user"), pgettext("tokens", "tokens")],
@@ -272,23 +327,26 @@ def purge_headline(result: PurgeResult) -> str:
     before = result.before
     if result.dry_run:
         return _(
-            "Dry run: nothing was deleted. Would delete %(outstanding)s outstanding and "
-            "%(blacklisted)s blacklisted tokens from database '%(database)s'."
+            # Translators: %(outstanding)s is "5 outstanding tokens", %(blacklisted)s
+            # "2 blacklisted tokens".
+            "Dry run: nothing was deleted. Would delete %(outstanding)s and %(blacklisted)s "
+            "from database '%(database)s'."
         ) % {
-            "outstanding": before.outstanding.purgeable,
-            "blacklisted": before.blacklisted.purgeable,
+            "outstanding": outstanding_tokens(before.outstanding.purgeable),
+            "blacklisted": blacklisted_tokens(before.blacklisted.purgeable),
             "database": result.database,
         }
     return _(
-        "Deleted %(outstanding)s outstanding and %(blacklisted)s blacklisted tokens from "
-        "database '%(database)s' in %(seconds).2f s (%(batches)s batches, longest "
-        "transaction %(longest).2f s)."
+        # Translators: %(outstanding)s is "5 outstanding tokens", %(blacklisted)s
+        # "2 blacklisted tokens", %(batches)s "3 batches".
+        "Deleted %(outstanding)s and %(blacklisted)s from database '%(database)s' in "
+        "%(seconds).2f s (%(batches)s, longest transaction %(longest).2f s)."
     ) % {
-        "outstanding": result.deleted.outstanding,
-        "blacklisted": result.deleted.blacklisted,
+        "outstanding": outstanding_tokens(result.deleted.outstanding),
+        "blacklisted": blacklisted_tokens(result.deleted.blacklisted),
         "database": result.database,
         "seconds": result.seconds,
-        "batches": result.stats.batches,
+        "batches": batches(result.stats.batches),
         "longest": result.stats.longest_transaction,
     }
 

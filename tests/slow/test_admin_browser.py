@@ -128,6 +128,13 @@ class TokenHygieneInBrowser(StaticLiveServerTestCase):
             [["outstanding", "79", "39", "40", "40"], ["blacklisted", "23", "3", "20", "20"]],
         )
         self.assertEqual(self.text("#last-purge"), "Last successful purge: none recorded.")
+        self.assertTrue(
+            self.text("#cutoff").endswith(
+                " UTC are purgeable (set by TOKENOPS['OLDER_THAN']; "
+                "TOKENOPS['OLDER_THAN'] 0m, LEEWAY 0m)."
+            ),
+            self.text("#cutoff"),
+        )
 
         bars = self.driver.find_elements(By.CSS_SELECTOR, "#expiry-chart rect.bar")
         self.assertEqual(
@@ -148,8 +155,8 @@ class TokenHygieneInBrowser(StaticLiveServerTestCase):
         )
         self.assertEqual(
             self.text("#dry-run-result"),
-            "Dry run: nothing was deleted. Would delete 40 outstanding and 20 blacklisted "
-            "tokens from database 'default'.",
+            "Dry run: nothing was deleted. Would delete 40 outstanding tokens and "
+            "20 blacklisted tokens from database 'default'.",
         )
         self.assertEqual(OutstandingToken.objects.count(), 79)
         first_run = self.driver.find_elements(By.CSS_SELECTOR, "#runs tr.run td")
@@ -172,7 +179,8 @@ class TokenHygieneInBrowser(StaticLiveServerTestCase):
         )
         self.assertTrue(
             self.text("ul.messagelist li.success").startswith(
-                "Deleted 40 outstanding and 20 blacklisted tokens from database 'default'"
+                "Deleted 40 outstanding tokens and 20 blacklisted tokens from database "
+                "'default' in "
             )
         )
         runs = self.driver.find_elements(By.CSS_SELECTOR, "#runs tr.run")
