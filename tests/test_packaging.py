@@ -7,22 +7,14 @@ import zipfile
 
 import pytest
 
-from tests.utils import ROOT, write_plain_settings
+from tests.utils import ROOT, build_wheel, write_plain_settings
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (built,) = out.glob("tokenops-*.whl")
-    return built
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def test_wheel_holds_the_app_and_nothing_else(wheel):
@@ -30,6 +22,26 @@ def test_wheel_holds_the_app_and_nothing_else(wheel):
     assert "tokenops/management/commands/token_purge.py" in names
     assert "tokenops/management/commands/token_report.py" in names
     assert not [n for n in names if n.startswith(("my_bathhouse_backend/", "tests/"))]
+    assert not [n for n in names if n.startswith("scripts/") or n.endswith("bench_purge.py")]
+
+
+def test_wheel_holds_the_four_wrappers_byte_for_byte(wheel):
+    """CRLF kept in the .bat and .ps1 (cmd and PowerShell 5.1 want it), LF in the .sh;
+    the same bytes as the one copy in the source tree, the .sh executable."""
+    archive = zipfile.ZipFile(wheel)
+    folder = "tokenops/scheduling/scripts/"
+    wrappers = sorted(n[len(folder) :] for n in archive.namelist() if n.startswith(folder))
+    assert wrappers == [
+        "cleanup_tokens.bat", "cleanup_tokens.ps1", "cleanup_tokens.sh", "register_task.ps1"
+    ]  # fmt: skip
+    for name in wrappers:
+        data = archive.read(folder + name)
+        assert data == (ROOT / "tokenops" / "scheduling" / "scripts" / name).read_bytes()
+        if name.endswith(".sh"):
+            assert b"\r" not in data
+            assert archive.getinfo(folder + name).external_attr >> 16 & 0o111
+        else:
+            assert data.count(b"\n") == data.count(b"\r\n") > 50, name
 
 
 def test_installed_wheel_runs_in_another_project(wheel, tmp_path):

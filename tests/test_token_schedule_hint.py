@@ -8,7 +8,7 @@ import os
 import re
 import shlex
 import subprocess
-from pathlib import PureWindowsPath
+from pathlib import PurePosixPath, PureWindowsPath
 
 import pytest
 from django.test import override_settings
@@ -72,17 +72,20 @@ def test_windows_alternatives_checks_and_log(manage):
     assert "these paths are this Linux machine's" in result.out
 
 
-def test_linux_crontab_line(manage):
+def test_linux_crontab_line(manage, tmp_path):
+    # The script the line names is one --write-scripts wrote (the example project ships none).
+    scripts = tmp_path / "deploy"
+    assert manage("token_schedule_hint", "--write-scripts", "--scripts-dir", str(scripts)).code == 0
     result = manage(
         "token_schedule_hint", "--platform", "linux", "--at", "23:05", "--every", "week",
-        "--day", "sat", "--older-than", "1w2d",
+        "--day", "sat", "--older-than", "1w2d", "--scripts-dir", str(scripts),
     )  # fmt: skip
 
     assert result.code == 0, result.err
     cron = line_starting(result.out, "5 23 ")
     minute, hour, dom, month, dow, command = cron.split(None, 5)
     assert (minute, hour, dom, month, dow) == ("5", "23", "*", "*", "6")
-    script = ROOT / "scripts" / "cleanup_tokens.sh"
+    script = scripts / "cleanup_tokens.sh"
     assert shlex.split(command) == [str(script), "--older-than", "1w2d"]
     assert os.access(script, os.X_OK)
     assert f"ExecStart={script} --older-than 1w2d" in result.out
@@ -350,3 +353,146 @@ def test_install_for_another_database_names_it_in_the_task(manage):
     assert result.out.endswith('kwargs {"older_than": "9d", "database": "secondary"}.\n')
     task = PeriodicTask.objects.using("default").get()
     assert json.loads(task.kwargs) == {"older_than": "9d", "database": "secondary"}
+
+
+WRAPPER_NAMES = [
+    "cleanup_tokens.bat",
+    "cleanup_tokens.ps1",
+    "register_task.ps1",
+    "cleanup_tokens.sh",
+]
+WRITE = ["token_schedule_hint", "--write-scripts"]
+
+
+@pytest.fixture
+def own_root(tmp_path):
+    """A project root of its own (BASE_DIR), with a manage.py and no scripts folder."""
+    root = tmp_path / "own project (1) & co"
+    root.mkdir()
+    (root / "manage.py").write_text("# stand-in\n")
+    with override_settings(BASE_DIR=root):
+        yield root
+
+
+def file_lines(out: str) -> dict[str, str]:
+    """--write-scripts' lines, 'status: path  (notes)', as {file name: status}."""
+    found = {}
+    for line in out.splitlines():
+        status, _, rest = line.partition(": ")
+        if rest and status != "Next":
+            found[PurePosixPath(rest.split("  (")[0]).name] = status
+    return found
+
+
+def test_write_scripts_writes_the_wrappers_then_the_hint_names_them(manage, own_root):
+    before = manage("token_schedule_hint", "--platform", "linux")
+    written = manage(*WRITE)
+    after = manage("token_schedule_hint", "--platform", "linux")
+
+    script = own_root / "scripts" / "cleanup_tokens.sh"
+    assert f"Warning: {script} does not exist: run 'python manage.py token_schedule_hint " in (
+        before.err
+    )
+    assert "--write-scripts' to write it." in before.err
+    assert "copy tokenops' scripts/ folder" not in before.err
+    assert (written.code, written.err) == (0, "")
+    assert file_lines(written.out) == dict.fromkeys(WRAPPER_NAMES, "written")
+    assert f"written: {script}  (runs {PYTHON})\n" in written.out
+    assert written.out.endswith(
+        "Next: 'python manage.py token_schedule_hint' prints the schedule lines that run them.\n"
+    )
+    assert sorted(p.name for p in (own_root / "scripts").iterdir()) == sorted(WRAPPER_NAMES)
+    assert os.access(script, os.X_OK)
+    # The hint now names the written script, which records this python: no warning at all.
+    assert (after.code, after.err) == (0, "")
+    cron = line_starting(after.out, "0 3 ")
+    assert shlex.split(cron.split(None, 5)[5]) == [str(script)]
+    assert f"cleanup_tokens.sh will use: {PYTHON}  (recorded by --write-scripts)" in after.out
+
+
+def test_write_scripts_again_writes_nothing(manage, own_root):
+    manage(*WRITE)
+    folder = own_root / "scripts"
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+    again = manage(*WRITE)
+
+    assert (again.code, again.err) == (0, "")
+    assert file_lines(again.out) == dict.fromkeys(WRAPPER_NAMES, "up to date")
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()} == before
+
+
+def test_a_changed_file_is_kept_without_force_and_replaced_with_it(manage, own_root):
+    manage(*WRITE)
+    bat = own_root / "scripts" / "cleanup_tokens.bat"
+    written = bat.read_bytes()
+    edited = written.replace(b"exit /b %RC%", b"echo mine\r\nexit /b %RC%")
+    bat.write_bytes(edited)
+
+    kept = manage(*WRITE)
+    forced = manage(*WRITE, "--force")
+
+    assert kept.code == 1
+    assert kept.err == (
+        f"CommandError: Kept {bat}: changed since tokenops wrote it; run 'python manage.py "
+        "token_schedule_hint --write-scripts --force' to replace it (your changes are lost).\n"
+    )
+    assert file_lines(kept.out) == {
+        **dict.fromkeys(WRAPPER_NAMES, "up to date"),
+        "cleanup_tokens.bat": "kept (changed by you)",
+    }
+    assert "Next:" not in kept.out
+    assert (forced.code, forced.err) == (0, "")
+    assert file_lines(forced.out)["cleanup_tokens.bat"] == (
+        "written (--force replaced your changes)"
+    )
+    assert bat.read_bytes() == written
+
+
+def test_an_unchanged_hand_copied_template_is_replaced(manage, own_root):
+    """Before --write-scripts, README said to copy the scripts: such a copy is not 'changed'."""
+    folder = own_root / "scripts"
+    folder.mkdir()
+    for name in WRAPPER_NAMES:
+        (folder / name).write_bytes(
+            (ROOT / "tokenops" / "scheduling" / "scripts" / name).read_bytes()
+        )
+
+    result = manage(*WRITE)
+
+    assert (result.code, result.err) == (0, "")
+    assert file_lines(result.out) == dict.fromkeys(WRAPPER_NAMES, "written")
+
+
+def test_scripts_dir_elsewhere_records_the_root(manage, own_root, tmp_path):
+    folder = tmp_path / "deploy" / "tokenops scripts"
+
+    written = manage(*WRITE, "--scripts-dir", str(folder))
+    hint = manage("token_schedule_hint", "--platform", "linux", "--scripts-dir", str(folder))
+
+    assert written.code == 0, written.err
+    sh = folder / "cleanup_tokens.sh"
+    assert f"written: {sh}  (runs {PYTHON}; project root {own_root})\n" in written.out
+    assert f"token_schedule_hint --scripts-dir {shlex.quote(str(folder))}' prints" in written.out
+    assert (hint.code, hint.err) == (0, "")
+    assert shlex.split(line_starting(hint.out, "0 3 ").split(None, 5)[5]) == [str(sh)]
+    assert not (own_root / "scripts").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "err"),
+    [
+        (["--force"], 1, "CommandError: --force works with --write-scripts only.\n"),
+        (
+            ["--write-scripts", "--install"],
+            2,
+            "manage.py token_schedule_hint: error: argument --install: not allowed with "
+            "argument --write-scripts\n",
+        ),
+    ],
+)
+def test_write_scripts_option_errors(manage, own_root, args, code, err):
+    result = manage("token_schedule_hint", *args)
+
+    assert (result.code, result.out, result.err) == (code, "", err)
+    assert not (own_root / "scripts").exists()

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -32,12 +32,12 @@ T = TypeVar("T")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def stored(moment: datetime) -> datetime:
     """``moment`` (aware UTC) as simplejwt stores it: naive UTC when USE_TZ is False."""
-    return moment if settings.USE_TZ else moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment if settings.USE_TZ else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -274,3 +274,15 @@ def line_starting(text: str, prefix: str) -> str:
     matches = [line.strip() for line in text.splitlines() if line.strip().startswith(prefix)]
     assert len(matches) == 1, (prefix, matches)
     return matches[0]
+
+
+def build_wheel(out: Path) -> Path:
+    """Build this checkout's wheel into ``out`` (pip wheel, as a release would) and return it."""
+    subprocess.run(
+        [PYTHON, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("tokenops-*.whl")
+    return built

@@ -35,6 +35,7 @@ from tokenops.scheduling.hints import (
 )
 from tokenops.scheduling.project import Project
 from tokenops.scheduling.schedule import DAYS, WEEKDAYS, parse_schedule
+from tokenops.scheduling.wrappers import write_project_wrappers
 
 
 def windows_project(root: str) -> Project:
@@ -190,10 +191,9 @@ def test_systemd_units_verify(tmp_path):
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze missing: apt-get install systemd"
     root = tmp_path / "my app ёж"
-    (root / "scripts").mkdir(parents=True)
-    script = root / "scripts" / "cleanup_tokens.sh"
-    shutil.copy2(ROOT / "scripts" / "cleanup_tokens.sh", script)
     project = Project(root=root, root_source="test", python="python", in_venv=True, host="linux")
+    # The script as --write-scripts writes it (its run bit set), which the unit starts.
+    write_project_wrappers(project)
     schedule = parse_schedule("03:00", "week", "sun", "7d")
     (tmp_path / "tokenops-cleanup.service").write_text(
         systemd_service(project, schedule, getpass.getuser()) + "\n", encoding="utf-8"

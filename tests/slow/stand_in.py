@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tests.utils import ROOT
 
-SCRIPTS = ROOT / "scripts"
+# The wrapper templates: the one copy, shipped in the package (hand-copied, they run as is).
+SCRIPTS = ROOT / "tokenops" / "scheduling" / "scripts"
 # Printed by every stand-in python; must reach the log byte for byte.
 UTF8_LINE = "Привет, ёж — ✓ ümlaut"
 

@@ -1,4 +1,6 @@
-"""scripts/cleanup_tokens.bat, run for real by Wine's cmd.exe with a stand-in python.exe.
+"""cleanup_tokens.bat, run for real by Wine's cmd.exe with a stand-in python.exe: the
+template as a user copies it, and the file --write-scripts writes, with its python
+recorded, in a Russian Windows (OEM code page 866).
 
 Wine is required: a missing Wine fails these tests, it never skips them.
 """
@@ -19,6 +21,7 @@ from tests.slow.wine import (
     as_wine_console,
     js_args,
     make_windows_exe,
+    russian_locale,
     start_wine,
     stop_wine,
     windows_path,
@@ -27,6 +30,8 @@ from tests.windows import split_windows
 from tokenops.scheduling.hints import schtasks_create
 from tokenops.scheduling.project import Project
 from tokenops.scheduling.schedule import parse_schedule
+from tokenops.scheduling.wrapper_files import Recorded
+from tokenops.scheduling.wrappers import write_wrappers
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +48,15 @@ def wine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wine]:
         pytest.fail(str(exc))
     yield session
     stop_wine(session)
+
+
+@pytest.fixture(scope="session")
+def russian(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a Russian Windows (a real ru_RU locale, so cp866 and cp1251)."""
+    try:
+        return russian_locale(tmp_path_factory.mktemp("locale"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
@@ -230,7 +244,7 @@ def test_cmd_slash_c_on_a_path_with_spaces(wine, tmp_path, elsewhere):
     assert argv == [shown(python), "manage.py", "token_purge", "--older-than", "1w2d"]
 
 
-def test_russian_locale_changes_nothing(wine, tmp_path, elsewhere):
+def test_russian_locale_changes_nothing(wine, tmp_path, elsewhere, russian):
     """Wine in ru_RU: cp866 console, Russian messages, dd.mm.yyyy dates."""
     project = fake_project(tmp_path / "my project", "cleanup_tokens.bat")
     python = wine.stub_python(project / ".venv" / "Scripts" / "python.exe")
@@ -242,7 +256,7 @@ def test_russian_locale_changes_nothing(wine, tmp_path, elsewhere):
         "7d",
         cwd=elsewhere,
         exit_code=3,
-        extra_env={"LANG": "ru_RU.UTF-8"},
+        extra_env=russian,
     )
 
     assert result.returncode == 3, result
@@ -331,3 +345,130 @@ def test_register_task_action_runs_the_wrapper(wine, tmp_path, elsewhere):
     log = (project / "logs" / "cleanup_tokens.log").read_text(encoding="utf-8")
     argv = split_windows(stub_lines(log)["argv"])
     assert argv == [windows_path(python), "manage.py", "token_purge", "--older-than", "7d"]
+
+
+# --write-scripts' .bat: the python recorded in it, in the OEM code page, in a Russian Windows.
+# A virtualenv of any name outside the project; both under folders with spaces, Cyrillic
+# letters, & % and parentheses.
+RECORDED_VENV = "Программы 100% (x86) & co/моё окружение"
+PROJECTS = "мои проекты (2024)"
+
+
+def written_bat(
+    project: Path, recorded: Recorded, *, folder: Path | None = None, code_page: int = 866
+) -> Path:
+    """Write the wrappers as --write-scripts does, into ``folder`` (default: scripts/)."""
+    folder = folder or project / "scripts"
+    result = write_wrappers(folder, {"windows": recorded}, code_page=code_page)
+    assert result.error() is None
+    return folder / "cleanup_tokens.bat"
+
+
+def run_in_russian_windows(
+    wine: Wine, bat: Path, *args: str, cwd: Path, russian: dict[str, str], exit_code: int = 0
+) -> subprocess.CompletedProcess[bytes]:
+    """Start the .bat with a console in a Russian locale, as Task Scheduler does there."""
+    return wine.run_in_console(
+        [windows_path(bat), *args],
+        cwd=cwd,
+        extra_env={**russian, "STUB_EXIT": str(exit_code)},
+    )
+
+
+def test_console_code_page_is_russian_and_chcp_works(wine, elsewhere, russian):
+    """Guards the harness: with a console, Wine's cmd is a Russian Windows' (cp866), and
+    chcp 65001 takes, as on Windows; without one, it is not (code page 0)."""
+    console = wine.run_in_console(["cmd", "/c", "chcp"], cwd=elsewhere, extra_env=russian)
+    piped = wine.run(["cmd", "/c", "chcp"], cwd=elsewhere, extra_env=russian)
+
+    assert console.returncode == 0, console
+    assert "Активная кодовая страница: 866\r" in console.stdout.decode("utf-8")
+    assert "Активная кодовая страница".encode("cp866") in piped.stdout
+    assert piped.stdout.rstrip().endswith(b": 0")
+
+
+def test_written_bat_runs_the_recorded_python(wine, tmp_path, elsewhere, russian):
+    """The recorded python.exe starts, not the project's .venv, with manage.py token_purge
+    and the arguments, in the project root; the log is UTF-8; the exit code comes back."""
+    project = fake_project(tmp_path / PROJECTS / PROJECT_NAME)
+    python = wine.stub_python(tmp_path / RECORDED_VENV / "Scripts" / "python.exe", "recorded")
+    wine.stub_python(project / ".venv" / "Scripts" / "python.exe", "project-venv")
+    bat = written_bat(project, Recorded(python=windows_path(python)))
+    args = ["--older-than", "7d", "--batch-size=500", "--database", "my db", "a&b (c)"]
+
+    result = run_in_russian_windows(wine, bat, *args, cwd=elsewhere, russian=russian, exit_code=3)
+
+    assert result.returncode == 3, result
+    log = (project / "logs" / "cleanup_tokens.log").read_bytes().decode("utf-8")
+    lines = stub_lines(log)
+    assert lines["exe"] == '"recorded"'
+    tag, exe, *argv = split_windows(lines["argv"])
+    assert (tag, argv) == ("recorded", ["manage.py", "token_purge", *args])
+    # The stand-in echoes its path through Wine's cmd, which drops the percent sign.
+    assert exe == windows_path(python).replace("%", "")
+    assert lines["cwd"] == f'"{windows_path(project)}"'
+    assert "STUB manage.py is here" in log
+    assert f'project root: "{windows_path(project)}"' in log
+    assert f'python: "{windows_path(python)}"' in log
+    assert "not found" not in log
+    assert UTF8_LINE in log
+    assert log.rstrip().endswith("exit code 3")
+    assert (lines["PYTHONUTF8"], lines["PYTHONIOENCODING"]) == ("1", "utf-8")
+
+
+def test_written_bat_falls_back_when_the_recorded_python_is_gone(
+    wine, tmp_path, elsewhere, russian
+):
+    project = fake_project(tmp_path / PROJECTS / PROJECT_NAME)
+    gone = tmp_path / RECORDED_VENV / "Scripts" / "python.exe"
+    wine.stub_python(project / "venv" / "Scripts" / "python.exe", "project-venv")
+    bat = written_bat(project, Recorded(python=windows_path(gone)))
+
+    result = run_in_russian_windows(wine, bat, "--dry-run", cwd=elsewhere, russian=russian)
+
+    assert result.returncode == 0, result
+    log = (project / "logs" / "cleanup_tokens.log").read_bytes().decode("utf-8")
+    assert (
+        f'recorded python "{windows_path(gone)}" not found, looking for env, .venv and venv '
+        "in the project root"
+    ) in log
+    assert stub_lines(log)["exe"] == '"project-venv"'
+
+
+def test_written_bat_in_another_folder_runs_in_the_recorded_root(
+    wine, tmp_path, elsewhere, russian
+):
+    project = fake_project(tmp_path / PROJECTS / PROJECT_NAME)
+    python = wine.stub_python(tmp_path / RECORDED_VENV / "Scripts" / "python.exe", "recorded")
+    folder = tmp_path / "задания (ops) & co"
+    bat = written_bat(
+        project,
+        Recorded(python=windows_path(python), root=windows_path(project)),
+        folder=folder,
+    )
+
+    result = run_in_russian_windows(wine, bat, cwd=elsewhere, russian=russian, exit_code=1)
+
+    assert result.returncode == 1, result
+    log = (project / "logs" / "cleanup_tokens.log").read_bytes().decode("utf-8")
+    assert stub_lines(log)["cwd"] == f'"{windows_path(project)}"'
+    assert stub_lines(log)["exe"] == '"recorded"'
+    assert f'python: "{windows_path(python)}"' in log
+    assert not (folder.parent / "logs").exists()
+
+
+def test_a_bat_written_in_utf8_misses_the_python_in_russian_windows(
+    wine, tmp_path, elsewhere, russian
+):
+    """Guards the design: the same path written as UTF-8 is read as cp866 mojibake."""
+    project = fake_project(tmp_path / PROJECTS / PROJECT_NAME)
+    python = wine.stub_python(tmp_path / RECORDED_VENV / "Scripts" / "python.exe", "recorded")
+    wine.stub_python(project / "env" / "Scripts" / "python.exe", "project-venv")
+    bat = written_bat(project, Recorded(python=windows_path(python)), code_page=65001)
+
+    result = run_in_russian_windows(wine, bat, cwd=elsewhere, russian=russian)
+
+    assert result.returncode == 0, result
+    log = (project / "logs" / "cleanup_tokens.log").read_bytes().decode("utf-8")
+    assert stub_lines(log)["exe"] == '"project-venv"'
+    assert "not found, looking for env, .venv and venv" in log

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.slow.stand_in import UTF8_LINE, fake_project, stub_lines
+from tests.slow.stand_in import SCRIPTS, UTF8_LINE, fake_project, stub_lines
 from tests.utils import PYTHON, ROOT, project_env, run_manage, sqlite_url
 from tokenops.scheduling.hints import cron_line
 from tokenops.scheduling.project import Project
 from tokenops.scheduling.schedule import parse_schedule
+from tokenops.scheduling.wrappers import write_project_wrappers
 
 pytestmark = pytest.mark.slow
 
@@ -221,13 +222,102 @@ def test_crontab_line_from_the_hint_runs_the_wrapper(project, elsewhere):
     assert stub_args(log) == ["manage.py", "token_purge", "--older-than", "7d"]
 
 
+# A virtualenv of any name, outside the project: spaces, Cyrillic, & % ( ) and a quote.
+ELSEWHERE_VENV = "venvs 100% (x) & it's ёж/my env"
+
+
+def written_project(tmp_path: Path, python: Path, scripts: Path | None = None) -> Path:
+    """A stand-in project whose wrappers --write-scripts wrote, recording ``python``."""
+    project = fake_project(tmp_path / PROJECT_NAME)
+    hint = Project(project, "test", str(python), True, "linux", scripts)
+    result = write_project_wrappers(hint, code_page=866)
+    assert result.error() is None
+    return project
+
+
+def test_written_script_runs_the_recorded_python(tmp_path, elsewhere):
+    """The python that wrote the script runs, wherever it is, though a .venv is there too
+    and no python is on PATH."""
+    python = stub_python(tmp_path / ELSEWHERE_VENV / "bin" / "python")
+    project = written_project(tmp_path, python)
+    stub_python(project / ".venv" / "bin" / "python")
+    args = ["--older-than", "7d", "--database", "my db", "$HOME", "*"]
+
+    result, log = run_sh(
+        project, *args, cwd=elsewhere, exit_code=3, env={"PATH": tools_only_path(tmp_path)}
+    )
+
+    assert result.returncode == 3, result
+    assert stub_lines(log)["exe"] == str(python)
+    assert f"python: {python}\n" in log
+    assert stub_args(log) == ["manage.py", "token_purge", *args]
+    assert stub_lines(log)["cwd"] == str(project)
+    assert "STUB manage.py is here" in log
+    assert "not found" not in log
+    assert log.rstrip().endswith("exit code 3")
+
+
+def test_written_script_falls_back_when_the_recorded_python_is_gone(tmp_path, elsewhere):
+    python = stub_python(tmp_path / ELSEWHERE_VENV / "bin" / "python")
+    project = written_project(tmp_path, python)
+    venv = stub_python(project / "venv" / "bin" / "python")
+    python.unlink()
+
+    result, log = run_sh(project, cwd=elsewhere, env={"PATH": tools_only_path(tmp_path)})
+
+    assert result.returncode == 0, result
+    assert (
+        f"recorded python {python} not found, looking for env, .venv and venv in the project root\n"
+    ) in log
+    assert stub_lines(log)["exe"] == str(venv)
+
+
+def test_written_script_falls_back_to_path_and_says_both(tmp_path, elsewhere):
+    python = tmp_path / "gone" / "bin" / "python"
+    project = written_project(tmp_path, python)
+    on_path = stub_python(tmp_path / "bin dir" / "python3")
+
+    result, log = run_sh(
+        project, cwd=elsewhere, env={"PATH": f"{on_path.parent}:{tools_only_path(tmp_path)}"}
+    )
+
+    assert result.returncode == 0, result
+    assert f"recorded python {python} not found" in log
+    assert "no venv found (looked for env, .venv and venv in the project root), " in log
+    assert stub_lines(log)["exe"] == str(on_path)
+
+
+def test_written_script_in_another_folder_runs_in_the_recorded_root(tmp_path, elsewhere):
+    python = stub_python(tmp_path / ELSEWHERE_VENV / "bin" / "python")
+    scripts = tmp_path / "ops (1)" / "tokenops & co"
+    project = written_project(tmp_path, python, scripts)
+
+    result = subprocess.run(
+        [str(scripts / "cleanup_tokens.sh"), "--dry-run"],
+        cwd=elsewhere,
+        env={"PATH": tools_only_path(tmp_path)},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result
+    log = (project / "logs" / "cleanup_tokens.log").read_text(encoding="utf-8")
+    assert f"project root: {project}\n" in log
+    assert stub_lines(log)["cwd"] == str(project)
+    assert stub_args(log) == ["manage.py", "token_purge", "--dry-run"]
+    assert not (scripts.parent / "logs").exists()
+
+
 def copy_example_project(target: Path) -> Path:
-    """The repository's example project and tokenops, with .venv being this test's python."""
+    """The repository's example project and tokenops, with .venv being this test's python,
+    and the wrapper templates copied by hand into scripts/ (no python recorded)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "logs", "db.sqlite3*")
     target.mkdir()
     shutil.copy2(ROOT / "manage.py", target / "manage.py")
-    for folder in ("my_bathhouse_backend", "tokenops", "scripts"):
+    for folder in ("my_bathhouse_backend", "tokenops"):
         shutil.copytree(ROOT / folder, target / folder, ignore=ignore)
+    shutil.copytree(SCRIPTS, target / "scripts")
     if sys.prefix != sys.base_prefix:
         (target / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     else:

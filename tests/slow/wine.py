@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -106,16 +107,66 @@ class Wine:
             check=False,
         )
 
+    def run_in_console(
+        self, args: list[str], *, cwd: Path, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Like ``run``, but with a terminal: Wine then gives the program a console, as Task
+        Scheduler gives cmd.exe one (its code page is the OEM one, and chcp 65001 works)."""
+        master, slave = os.openpty()
+        chunks: list[bytes] = []
+
+        def drain() -> None:
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every holder of the terminal has closed it
+                    return
+                if not chunk:
+                    return
+                chunks.append(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        try:
+            process = subprocess.Popen(
+                ["wine", *args],
+                cwd=cwd,
+                env={**self.env, **(extra_env or {})},
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+            )
+            os.close(slave)
+            slave = -1
+            try:
+                code = process.wait(timeout=180)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            reader.join(timeout=10)
+        finally:
+            if slave != -1:
+                os.close(slave)
+            os.close(master)
+        return subprocess.CompletedProcess(["wine", *args], code, b"".join(chunks), b"")
+
     def cmd(
         self, *args: str, cwd: Path, extra_env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[bytes]:
         """``cmd /c args``, the way the issue's recipe starts a script."""
         return self.run(["cmd", "/c", *args], cwd=cwd, extra_env=extra_env)
 
-    def stub_python(self, target: Path) -> Path:
-        """A python.exe at ``target`` that runs record.bat with the arguments it got."""
+    def stub_python(self, target: Path, tag: str | None = None) -> Path:
+        """A python.exe at ``target`` that runs record.bat with the arguments it got.
+
+        With ``tag`` (ASCII), record.bat's first argument is the tag, before the exe's
+        path: it tells which stand-in ran whatever its path holds (Wine's cmd drops a
+        percent sign from an expanded argument, Windows' does not).
+        """
         record = self.stub_dir / "record.bat"
-        return make_windows_exe(target, f"C:\\windows\\system32\\cmd.exe /c {windows_path(record)}")
+        command = f"C:\\windows\\system32\\cmd.exe /c {windows_path(record)}"
+        return make_windows_exe(target, f"{command} {tag}" if tag else command)
 
     def args_program(self, target: Path) -> Path:
         """An .exe at ``target`` that prints its arguments as Windows programs split them."""
@@ -123,6 +174,28 @@ class Wine:
         return make_windows_exe(
             target, f"C:\\windows\\system32\\cscript.exe //nologo {windows_path(script)}"
         )
+
+
+def russian_locale(base: Path) -> dict[str, str]:
+    """The environment of a Russian Windows under Wine (OEM code page 866, ANSI 1251).
+
+    Wine takes its locale from the Unix one, which must exist: ru_RU.UTF-8 is compiled
+    here with localedef into ``base`` (the machine's locales are left alone).
+    """
+    localedef = shutil.which("localedef")
+    if localedef is None:
+        raise RuntimeError("localedef is missing: apt-get install locales")
+    target = base / "ru_RU.UTF-8"
+    done = subprocess.run(
+        [localedef, "-i", "ru_RU", "-f", "UTF-8", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if not (target / "LC_CTYPE").is_file():
+        raise RuntimeError(f"localedef could not build ru_RU.UTF-8: {done.stderr.strip()}")
+    return {"LANG": "ru_RU.UTF-8", "LOCPATH": str(base)}
 
 
 def start_wine(base: Path) -> Wine:

@@ -24,7 +24,7 @@ from .project import (
     Project,
     detect_project,
     readiness_warnings,
-    wrapper_python,
+    wrapper_interpreter,
 )
 from .schedule import CELERY_TASK, Schedule
 
@@ -40,10 +40,15 @@ class Hints:
     warnings: list[str]
 
 
-def scheduling_hints(schedule: Schedule, platform: str) -> Hints:
-    """The texts for ``platform`` ("all" for every one), and what would make a run fail."""
+def scheduling_hints(
+    schedule: Schedule, platform: str, scripts_dir: str | Path | None = None
+) -> Hints:
+    """The texts for ``platform`` ("all" for every one), and what would make a run fail.
+
+    ``scripts_dir``: where the wrappers are (default: scripts/ in the project root).
+    """
     platforms = list(PLATFORMS) if platform == "all" else [platform]
-    project = detect_project()
+    project = detect_project(scripts_dir)
     sections = [header_text(project, platforms)]
     for name in platforms:
         if name == "windows":
@@ -355,13 +360,8 @@ def header_text(project: Project, platforms: list[str]) -> str:
     for platform in platforms:
         if platform == "celery":
             continue
-        found = wrapper_python(Path(project.root), platform)
-        script = WRAPPERS[platform]
         lines.append(
-            f"{script} will use: {found}"
-            if found
-            else f"{script} will use: python on PATH (no env, .venv or venv with a python "
-            "in the project root)"
+            f"{WRAPPERS[platform]} will use: {wrapper_interpreter(project, platform).described()}"
         )
     if any(platform != project.host and platform != "celery" for platform in platforms):
         lines.append(

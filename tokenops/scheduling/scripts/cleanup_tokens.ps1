@@ -4,9 +4,10 @@ Runs "python manage.py token_purge" for Windows Task Scheduler.
 
 .DESCRIPTION
 Works from any current directory (the project root is the parent of this script's
-folder), uses the first of env\, .venv\, venv\ that has Scripts\python.exe (else python
-on PATH, said in the log), appends everything to logs\cleanup_tokens.log as UTF-8 and
-exits with token_purge's exit code. Run it with "powershell -NoProfile -File", not
+folder), uses the python recorded below by "manage.py token_schedule_hint --write-scripts"
+while it exists, else the first of env\, .venv\, venv\ that has Scripts\python.exe (else
+python on PATH, said in the log), appends everything to logs\cleanup_tokens.log as UTF-8
+and exits with token_purge's exit code. Run it with "powershell -NoProfile -File", not
 -Command, so that the exit code reaches Task Scheduler.
 
 .EXAMPLE
@@ -33,7 +34,14 @@ param(
 $ErrorActionPreference = 'Stop'
 $utf8 = New-Object System.Text.UTF8Encoding($false)
 
+# Filled in by "python manage.py token_schedule_hint --write-scripts", empty in the
+# template: the python that wrote this file, and the project root when this file is not
+# in the project's scripts folder.
+$recordedPython = ''
+$recordedRoot = ''
+
 $root = Split-Path -Parent $PSScriptRoot
+if ($recordedRoot) { $root = $recordedRoot }
 $logDir = Join-Path $root 'logs'
 $log = Join-Path $logDir 'cleanup_tokens.log'
 New-Item -ItemType Directory -Force -Path $logDir | Out-Null
@@ -43,16 +51,29 @@ function Write-Log([string]$Line) {
 }
 
 $python = $null
-foreach ($venv in 'env', '.venv', 'venv') {
-    $candidate = Join-Path $root (Join-Path $venv 'Scripts\python.exe')
-    if (Test-Path -LiteralPath $candidate -PathType Leaf) {
-        $python = $candidate
-        break
+$recordedGone = $false
+if ($recordedPython) {
+    if (Test-Path -LiteralPath $recordedPython -PathType Leaf) {
+        $python = $recordedPython
+    } else {
+        $recordedGone = $true
+    }
+}
+if (-not $python) {
+    foreach ($venv in 'env', '.venv', 'venv') {
+        $candidate = Join-Path $root (Join-Path $venv 'Scripts\python.exe')
+        if (Test-Path -LiteralPath $candidate -PathType Leaf) {
+            $python = $candidate
+            break
+        }
     }
 }
 
 Write-Log ("==== cleanup_tokens.ps1 start {0:yyyy-MM-dd HH:mm:ss zzz}" -f (Get-Date))
 Write-Log "project root: $root"
+if ($recordedGone) {
+    Write-Log "recorded python $recordedPython not found, looking for env, .venv and venv in the project root"
+}
 if (-not $python) {
     $onPath = Get-Command python.exe -CommandType Application -ErrorAction SilentlyContinue |
         Select-Object -First 1

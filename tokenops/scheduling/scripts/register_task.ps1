@@ -37,7 +37,13 @@ param(
 )
 
 $ErrorActionPreference = 'Stop'
+
+# Filled in by "python manage.py token_schedule_hint --write-scripts", empty in the
+# template: the project root when this file is not in the project's scripts folder.
+$recordedRoot = ''
+
 $root = Split-Path -Parent $PSScriptRoot
+if ($recordedRoot) { $root = $recordedRoot }
 $bat = Join-Path $PSScriptRoot 'cleanup_tokens.bat'
 
 if ($Unregister) {
