@@ -113,6 +113,8 @@ TOKENOPS = {
     "HISTORY_KEEP": "365d",
     "PURGE_WARN_AFTER": "14d",
     "RUNNING_TIMEOUT": "1h",
+    "MAX_SECONDS": None,
+    "BATCH_SECONDS_IDLE": None,
 }
 
 # Celery (my_bathhouse_backend/celery.py reads every CELERY_* setting).

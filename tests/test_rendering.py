@@ -228,6 +228,9 @@ PURGE_DICT = {
     "batches": 2,
     "longest_transaction_seconds": 0.1235,
     "seconds": 1.5,
+    "complete": True,
+    "remaining": {"outstanding": 0, "blacklisted": 0},
+    "max_seconds": None,
 }
 
 

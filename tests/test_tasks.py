@@ -67,7 +67,8 @@ def test_returns_the_token_purge_json_and_deletes_exactly_the_purgeable_rows(row
 
     assert result.successful(), result.traceback
     value = result.get()
-    assert set(value) == set(expected)
+    assert set(value) == set(expected) | {"skipped"}
+    assert value["skipped"] is False
     assert value["dry_run"] is False
     assert value["database"] == "default"
     assert value["older_than_seconds"] == 86400

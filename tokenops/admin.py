@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, pgettext
 
 from .chart import expiry_chart
-from .errors import TokenopsError, database_error
+from .errors import PurgeSkipped, TokenopsError, database_error
 from .models import PurgeRun, TokenHygiene
 from .operations import (
     PurgeRequest,
@@ -70,9 +70,10 @@ class PurgeRunAdmin(ReadOnlyAdmin):
         "database",
         "outstanding_deleted",
         "blacklisted_deleted",
+        "complete",
         "finished_at",
     )
-    list_filter = ("outcome", "dry_run", "trigger", "database")
+    list_filter = ("outcome", "dry_run", "complete", "trigger", "database")
     date_hierarchy = "started_at"
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -147,6 +148,8 @@ class TokenHygieneAdmin(ReadOnlyAdmin):
         )
         try:
             return run_purge(purge, warn=lambda message: messages.warning(request, message))
+        except PurgeSkipped as exc:
+            messages.warning(request, str(exc))
         except TokenopsError as exc:
             messages.error(request, str(exc))
         except DatabaseError as exc:

@@ -20,6 +20,9 @@ DEFAULTS: dict[str, Any] = {
     # Target length of one purge transaction, in seconds, when BATCH_SIZE is None;
     # None: 0.5 s, or 0.25 s on MySQL/MariaDB.
     "BATCH_SECONDS": None,
+    # SQLite: target of one purge transaction while no other connection writes (batches
+    # return to BATCH_SECONDS as soon as one does); None: 1.5 s. Unused elsewhere.
+    "BATCH_SECONDS_IDLE": None,
     # "auto": widen the cutoff by the sliding refresh window when AUTH_TOKEN_CLASSES
     # holds a SlidingToken; True/False force it on or off.
     "SLIDING_TOKENS": "auto",
@@ -31,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "PURGE_WARN_AFTER": "14d",
     # A run still "running" with no sign of life for this long was killed: interrupted.
     "RUNNING_TIMEOUT": "1h",
+    # Time budget of a purge, in seconds: it stops after the batch during which the
+    # budget ran out (the next run continues); None: no budget.
+    "MAX_SECONDS": None,
 }
 
 
@@ -50,6 +56,9 @@ class TokenopsSettings:
     history_keep: timedelta | None
     purge_warn_after: timedelta
     running_timeout: timedelta
+    # SQLite's purge target while no other connection writes; None: the engine's default.
+    batch_seconds_idle: float | None = None
+    max_seconds: float | None = None
 
 
 def _invalid(key: str, expected: str, value: Any) -> TokenopsError:
@@ -76,6 +85,13 @@ def _whole(key: str, value: Any, low: int) -> int:
     return value
 
 
+def is_budget(value: Any) -> bool:
+    """A time budget in seconds: a real number above 0 (not a bool, not NaN or infinity)."""
+    return (
+        not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < float("inf")
+    )
+
+
 def get_settings() -> TokenopsSettings:
     """Read and check ``settings.TOKENOPS`` afresh (so ``override_settings`` works).
 
@@ -93,19 +109,29 @@ def get_settings() -> TokenopsSettings:
         isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 60
     ):
         raise _invalid("BATCH_SECONDS", _("a number of seconds above 0 and at most 60"), seconds)
+    idle = merged["BATCH_SECONDS_IDLE"]
+    if idle is not None and (
+        isinstance(idle, bool) or not isinstance(idle, int | float) or not 0 < idle <= 60
+    ):
+        raise _invalid("BATCH_SECONDS_IDLE", _("a number of seconds above 0 and at most 60"), idle)
     sliding = merged["SLIDING_TOKENS"]
     if not (sliding == "auto" or isinstance(sliding, bool)):
         raise _invalid("SLIDING_TOKENS", _('"auto", True or False'), sliding)
     batch_size = merged["BATCH_SIZE"]
     keep = merged["HISTORY_KEEP"]
+    budget = merged["MAX_SECONDS"]
+    if budget is not None and not is_budget(budget):
+        raise _invalid("MAX_SECONDS", _("None or a number of seconds above 0"), budget)
     return TokenopsSettings(
         older_than=_duration("OLDER_THAN", merged["OLDER_THAN"]),
         older_than_text=str(merged["OLDER_THAN"]).strip().lower(),
         batch_size=None if batch_size is None else _whole("BATCH_SIZE", batch_size, 1),
         batch_seconds=None if seconds is None else float(seconds),
+        batch_seconds_idle=None if idle is None else float(idle),
         sliding_tokens=sliding,
         report_top=_whole("REPORT_TOP", merged["REPORT_TOP"], 0),
         history_keep=None if keep is None else _duration("HISTORY_KEEP", keep),
         purge_warn_after=_duration("PURGE_WARN_AFTER", merged["PURGE_WARN_AFTER"]),
         running_timeout=_duration("RUNNING_TIMEOUT", merged["RUNNING_TIMEOUT"]),
+        max_seconds=None if budget is None else float(budget),
     )

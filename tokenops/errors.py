@@ -10,6 +10,10 @@ class TokenopsError(Exception):
     """A clear, one-line problem (bad input, missing table, unreachable database)."""
 
 
+class PurgeSkipped(TokenopsError):
+    """Another purge holds the database's purge lock: nothing was done; try again later."""
+
+
 def first_line(exc: BaseException) -> str:
     """Database drivers put several lines in a message; a log line wants the first."""
     text = str(exc).strip() or exc.__class__.__name__

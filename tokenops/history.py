@@ -1,7 +1,8 @@
 """The purge history: one PurgeRun row per purge, written so that it never breaks the purge.
 
 A real purge inserts its row as "running" before it touches a token, beats a heartbeat
-while it deletes, and ends the row as ok, failed or interrupted. A process killed
+while it deletes, and ends the row as ok, failed or interrupted; one that found another
+purge holding the database's lock writes a single "skipped" row instead. A process killed
 outright (SIGKILL, power loss) cannot write; its row stays "running" with a stale
 heartbeat, which readers show as interrupted and the next purge writes as such. A dry
 run makes exactly one write: its row, inserted at the end.
@@ -26,7 +27,7 @@ from django.utils.translation import gettext as _
 from .console import Terminated
 from .counting import count_tokens
 from .dbtime import as_utc, db_now, to_db
-from .errors import first_line
+from .errors import TokenopsError, first_line
 from .models import PurgeRun
 
 if TYPE_CHECKING:
@@ -71,7 +72,9 @@ class PurgeRecorder:
         self.keep = keep
         self.warn = warn
         self.problem: str | None = None
-        self.deleted_so_far = 0
+        # The rowcounts of the committed batches: this run's own work, whatever else runs.
+        self.deleted_outstanding = 0
+        self.deleted_blacklisted = 0
         self.last_beat: float | None = None
         self.cutoff: Cutoff | None = None
         try:
@@ -106,7 +109,7 @@ class PurgeRecorder:
         if exc is None:
             row.outcome = Outcome.OK
         else:
-            self._reconnect_if_broken()
+            self.reconnect_if_broken()
             self._count_deleted()
             if isinstance(exc, Exception):
                 row.outcome = Outcome.FAILED
@@ -143,14 +146,15 @@ class PurgeRecorder:
         if not row.dry_run:
             self._write(self._save)
 
-    def finished(self, deleted: Deleted, after: TokenCounts) -> None:
+    def finished(self, deleted: Deleted, after: TokenCounts, *, complete: bool = True) -> None:
         row = self.row
+        row.complete = complete
         row.outstanding_deleted = deleted.outstanding
         row.blacklisted_deleted = deleted.blacklisted
         row.outstanding_after = after.outstanding.total
         row.blacklisted_after = after.blacklisted.total
 
-    def _reconnect_if_broken(self) -> None:
+    def reconnect_if_broken(self) -> None:
         """Give the final writes a working connection after an interruption.
 
         A signal can land between a query and its result ("commands out of sync" on
@@ -171,27 +175,27 @@ class PurgeRecorder:
             return
 
     def _count_deleted(self) -> None:
-        """What a stopped purge deleted: the purgeable rows under its cutoff that are gone.
+        """What a stopped purge deleted: the rowcounts of its committed batches.
 
-        New tokens never fall under a past cutoff, so the drop in purgeable rows is this
-        run's work (the last batch may have committed after the heartbeat counted).
+        Never the drop in purgeable rows: another writer (a purge without the lock, the
+        app's own cleanup) can move that. A batch cut off mid-transaction rolled back and
+        was never counted. The totals after are counted afresh when the database answers.
         """
         row = self.row
         if row.dry_run or self.cutoff is None or row.outstanding_purgeable is None:
             return
-        row.outstanding_deleted = self.deleted_so_far
+        row.outstanding_deleted = self.deleted_outstanding
+        row.blacklisted_deleted = self.deleted_blacklisted
         counted: list[TokenCounts] = []
         if not self._write(lambda: counted.append(count_tokens(self.using, self.cutoff))):
-            return  # the database may be what failed: keep the heartbeat's count
-        now = counted[0]
-        row.outstanding_deleted = row.outstanding_purgeable - now.outstanding.purgeable
-        row.blacklisted_deleted = row.blacklisted_purgeable - now.blacklisted.purgeable
-        row.outstanding_after = now.outstanding.total
-        row.blacklisted_after = now.blacklisted.total
+            return  # the database may be what failed
+        row.outstanding_after = counted[0].outstanding.total
+        row.blacklisted_after = counted[0].blacklisted.total
 
-    def beat(self, rows: int) -> None:
+    def beat(self, deleted: Deleted) -> None:
         """Count a committed batch; refresh the heartbeat at most every HEARTBEAT_SECONDS."""
-        self.deleted_so_far += rows
+        self.deleted_outstanding += deleted.outstanding
+        self.deleted_blacklisted += deleted.blacklisted
         clock = time.monotonic()
         if self.last_beat is not None and clock - self.last_beat < HEARTBEAT_SECONDS:
             return
@@ -204,8 +208,18 @@ class PurgeRecorder:
 
     def _heartbeat(self) -> None:
         PurgeRun.objects.using(self.using).filter(pk=self.row.pk).update(
-            heartbeat_at=db_now(), outstanding_deleted=self.deleted_so_far
+            heartbeat_at=db_now(),
+            outstanding_deleted=self.deleted_outstanding,
+            blacklisted_deleted=self.deleted_blacklisted,
         )
+
+    def skipped(self, reason: str) -> None:
+        """Record a run that found another purge holding the lock: it did nothing."""
+        row = self.row
+        row.finished_at = row.heartbeat_at = db_now()
+        row.outcome = Outcome.SKIPPED
+        row.error = reason
+        self._write(self._save)
 
     def _housekeeping(self) -> None:
         """Close the rows of killed runs and drop rows older than HISTORY_KEEP.
@@ -245,6 +259,42 @@ class PurgeRecorder:
                 self.problem = first_line(exc)
             return False
         return True
+
+
+def running_purge(using: str, running_timeout: timedelta) -> PurgeRun | None:
+    """The newest real purge in ``using``'s history still "running" and alive, if readable."""
+
+    def read() -> PurgeRun | None:
+        limit = stale_before(datetime.now(UTC), running_timeout)
+        return (
+            PurgeRun.objects.using(using)
+            .filter(outcome=Outcome.RUNNING, dry_run=False, heartbeat_at__gte=limit)
+            .order_by("-started_at", "-pk")
+            .first()
+        )
+
+    found, _error = _read(using, read)
+    return found
+
+
+def latest_real_run(using: str, running_timeout: timedelta) -> PurgeRun | None:
+    """The latest real purge that ended (or died): not a dry run, not skipped, not alive."""
+
+    def read() -> PurgeRun | None:
+        limit = stale_before(datetime.now(UTC), running_timeout)
+        runs = (
+            PurgeRun.objects.using(using)
+            .filter(dry_run=False)
+            .exclude(outcome=Outcome.SKIPPED)
+            .exclude(outcome=Outcome.RUNNING, heartbeat_at__gte=limit)
+            .order_by("-started_at", "-pk")
+        )
+        return runs.first()
+
+    found, error = _read(using, read)
+    if error:
+        raise TokenopsError(error)
+    return found
 
 
 def stale_error(row: PurgeRun) -> str:

@@ -21,6 +21,8 @@ class PurgeRun(models.Model):
         OK = "ok", _("ok")
         FAILED = "failed", _("failed")
         INTERRUPTED = "interrupted", _("interrupted")
+        # Another purge held the database's purge lock: this one did nothing.
+        SKIPPED = "skipped", _("skipped")
 
     started_at = models.DateTimeField(_("started"), db_index=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
@@ -50,6 +52,8 @@ class PurgeRun(models.Model):
         db_index=True,
     )
     error = models.TextField(_("error"), blank=True)
+    # False when the run stopped early on purpose (its time budget): the next run continues.
+    complete = models.BooleanField(_("complete"), default=True)
 
     class Meta:
         verbose_name = _("purge run")

@@ -12,19 +12,33 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.utils.translation import gettext as _
 
 from .app_settings import get_settings
 from .checks import ensure_database, ensure_ready
 from .counting import TokenCounts, UserTokens, count_tokens, top_users
 from .cutoff import FROM_OPTION, FROM_SETTING, Cutoff, safe_cutoff
-from .errors import TokenopsError
-from .history import PurgeRecorder, PurgeStatus, purge_status, recent_runs, shown_outcome
+from .dbtime import as_utc
+from .errors import PurgeSkipped, TokenopsError, unreachable
+from .history import (
+    PurgeRecorder,
+    PurgeStatus,
+    latest_real_run,
+    purge_status,
+    recent_runs,
+    running_purge,
+    shown_outcome,
+)
+from .locking import purge_lock
 from .models import PurgeRun
-from .purging import BatchStats, Deleted, Progress, delete_purgeable
+from .probes import any_purgeable, purgeable_in_range
+from .purging import IN_DOUBT, BatchStats, Deleted, InDoubt, Progress, delete_purgeable
 
 logger = logging.getLogger("tokenops")
 
@@ -39,6 +53,8 @@ class PurgeRequest:
     dry_run: bool = False
     trigger: str = PurgeRun.Trigger.COMMAND
     started_by: str = ""
+    # Seconds after which the purge stops at the end of a batch; None: TOKENOPS default.
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,10 +67,27 @@ class PurgeResult:
     stats: BatchStats
     seconds: float
     started_at: datetime
+    # The time budget the run had (None: none).
+    max_seconds: float | None = None
 
     @property
     def deleted(self) -> Deleted:
         return self.stats.deleted
+
+    @property
+    def remaining(self) -> Deleted:
+        """Rows still purgeable under this run's cutoff when it ended (a dry run: all)."""
+        return Deleted(self.after.outstanding.purgeable, self.after.blacklisted.purgeable)
+
+    @property
+    def complete(self) -> bool:
+        """Nothing purgeable is left: False after a run cut short (and a dry run's rows)."""
+        return self.remaining == Deleted()
+
+    @property
+    def stopped_early(self) -> bool:
+        """The time budget (or a Celery soft time limit) ended the run with rows left."""
+        return self.stats.stopped and not self.complete
 
 
 @dataclass(frozen=True)
@@ -91,11 +124,15 @@ def run_purge(
     *,
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
+    stop_on: tuple[type[BaseException], ...] = (),
 ) -> PurgeResult:
     """Count, delete what is purgeable (unless a dry run), count again; record it.
 
     ``progress`` is drawn while rows go; ``warn`` receives the one-line warning when the
-    history row could not be written (default: the "tokenops" logger).
+    history row could not be written (default: the "tokenops" logger). A real purge holds
+    the database's purge lock: when another purge has it, the run is recorded as skipped
+    and PurgeSkipped is raised, nothing deleted. ``stop_on`` exceptions (Celery's soft
+    time limit) raised while rows go end the deletion like the time budget does.
     """
     # A bad TOKENOPS value or a mistyped SQLite path fails before any history row is written.
     conf = get_settings()
@@ -103,6 +140,7 @@ def run_purge(
     ensure_database(using)
     older_than, source = _older_than(request.older_than, conf.older_than)
     batch_size = request.batch_size or conf.batch_size
+    max_seconds = conf.max_seconds if request.max_seconds is None else request.max_seconds
     recorder = PurgeRecorder(
         using,
         trigger=request.trigger,
@@ -114,6 +152,78 @@ def run_purge(
         keep=conf.history_keep,
         warn=warn,
     )
+    lock: AbstractContextManager[bool] = nullcontext(True)
+    if not request.dry_run:
+        _connect(using)
+        lock = purge_lock(using)
+    with lock as held:
+        if not held:
+            _skip(recorder, using, conf.running_timeout)
+        return _purge(
+            request,
+            recorder,
+            older_than=older_than,
+            source=source,
+            batch_size=batch_size,
+            batch_seconds=conf.batch_seconds,
+            batch_seconds_idle=conf.batch_seconds_idle,
+            sliding_tokens=conf.sliding_tokens,
+            max_seconds=max_seconds,
+            progress=progress,
+            stop_on=stop_on,
+        )
+
+
+def _connect(using: str) -> None:
+    """Reach the server before asking it for the lock: one clear line when it is down."""
+    try:
+        connections[using].ensure_connection()
+    except DatabaseError as exc:
+        raise TokenopsError(unreachable(using, exc)) from exc
+
+
+def skipped_message(using: str, holder: PurgeRun | None) -> str:
+    """Who holds the purge lock of ``using`` and since when, as its history row says."""
+    if holder is None:
+        return _("Another purge is running on database '%(database)s': nothing was done.") % {
+            "database": using
+        }
+    who = holder.get_trigger_display()
+    if holder.started_by:
+        who = f"{who}, {holder.started_by}"
+    return _(
+        # Translators: %(who)s is "command, svc-backup" or "Celery task".
+        "Another purge is running on database '%(database)s' since %(moment)s (%(who)s): "
+        "nothing was done."
+    ) % {
+        "database": using,
+        "moment": as_utc(holder.started_at).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "who": who,
+    }
+
+
+def _skip(recorder: PurgeRecorder, using: str, running_timeout: timedelta) -> NoReturn:
+    message = skipped_message(using, running_purge(using, running_timeout))
+    recorder.skipped(message)
+    logger.info("token purge on %r skipped: %s", using, message)
+    raise PurgeSkipped(message)
+
+
+def _purge(
+    request: PurgeRequest,
+    recorder: PurgeRecorder,
+    *,
+    older_than: timedelta,
+    source: str,
+    batch_size: int | None,
+    batch_seconds: float | None,
+    batch_seconds_idle: float | None,
+    sliding_tokens: str | bool,
+    max_seconds: float | None,
+    progress: Progress | None,
+    stop_on: tuple[type[BaseException], ...],
+) -> PurgeResult:
+    using = request.database
     with recorder:
         started_at = datetime.now(UTC)
         clock = time.monotonic()
@@ -121,7 +231,7 @@ def run_purge(
         cutoff = safe_cutoff(
             older_than,
             older_than_source=source,
-            sliding_tokens=conf.sliding_tokens,
+            sliding_tokens=sliding_tokens,
             now=started_at,
         )
         before = count_tokens(using, cutoff)
@@ -129,17 +239,25 @@ def run_purge(
         if request.dry_run:
             stats, after = BatchStats(), before
         else:
+            deadline = None if max_seconds is None else clock + max_seconds
             stats = _delete(
                 using,
                 cutoff,
                 before.outstanding.purgeable,
                 batch_size=batch_size,
-                batch_seconds=conf.batch_seconds,
+                batch_seconds=batch_seconds,
+                batch_seconds_idle=batch_seconds_idle,
                 progress=progress,
                 recorder=recorder,
+                should_stop=None if deadline is None else (lambda: time.monotonic() >= deadline),
+                stop_on=stop_on,
             )
             after = count_tokens(using, cutoff)
-        recorder.finished(stats.deleted, after)
+        recorder.finished(
+            stats.deleted,
+            after,
+            complete=after.outstanding.purgeable == 0 and after.blacklisted.purgeable == 0,
+        )
     result = PurgeResult(
         dry_run=request.dry_run,
         database=using,
@@ -149,6 +267,7 @@ def run_purge(
         stats=stats,
         seconds=time.monotonic() - clock,
         started_at=started_at,
+        max_seconds=max_seconds,
     )
     _log(result)
     return result
@@ -161,25 +280,100 @@ def _delete(
     *,
     batch_size: int | None,
     batch_seconds: float | None,
+    batch_seconds_idle: float | None,
     progress: Progress | None,
     recorder: PurgeRecorder,
+    should_stop: Callable[[], bool] | None = None,
+    stop_on: tuple[type[BaseException], ...] = (),
 ) -> BatchStats:
-    """The engine, with each committed batch told to the history and the progress bar."""
+    """The engine, with each committed batch told to the history and the progress bar.
 
-    def on_batch(rows: int) -> None:
-        recorder.beat(rows)
+    A ``stop_on`` exception ends the deletion in order: the batch it cut rolled back, the
+    committed ones are what the stats say.
+    """
+    committed: list[Deleted] = []
+
+    def on_deleted(deleted: Deleted) -> None:
+        committed.append(deleted)
+        recorder.beat(deleted)
         if progress is not None:
-            progress.advance(rows)
+            progress.advance(deleted.outstanding)
 
     try:
         if progress is not None:
             progress.start(total)
         return delete_purgeable(
-            using, cutoff, batch_size=batch_size, batch_seconds=batch_seconds, on_batch=on_batch
+            using,
+            cutoff,
+            batch_size=batch_size,
+            batch_seconds=batch_seconds,
+            batch_seconds_idle=batch_seconds_idle,
+            on_deleted=on_deleted,
+            should_stop=should_stop,
+        )
+    except BaseException as exc:
+        # A signal may have cut a batch's COMMIT: settle whether it went through first.
+        settled = _settle_in_doubt(using, cutoff, exc, recorder)
+        if settled is not None:
+            committed.append(settled)
+            recorder.beat(settled)
+        if not _caused_by(exc, stop_on):
+            interrupt = _cause(exc, (KeyboardInterrupt,))
+            if interrupt is not None and interrupt is not exc:
+                # Ctrl+C or SIGTERM inside the driver's wait surfaces as the database error
+                # it caused ("connection in transaction status ACTIVE"): it is still an
+                # interruption, reported as one.
+                raise interrupt from None
+            raise
+        logger.warning("token purge on %r stopped: %s", using, exc.__class__.__name__)
+        # The signal may have cut a query between sending it and reading its answer.
+        recorder.reconnect_if_broken()
+        return BatchStats(
+            deleted=Deleted(
+                outstanding=sum(d.outstanding for d in committed),
+                blacklisted=sum(d.blacklisted for d in committed),
+            ),
+            batches=len(committed),
+            stopped=True,
         )
     finally:
         if progress is not None:
             progress.close()
+
+
+def _cause(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """``exc`` or the first exception it was raised while handling that is one of ``kinds``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while kinds and current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    return _cause(exc, kinds) is not None
+
+
+def _settle_in_doubt(
+    using: str, cutoff: Cutoff, exc: BaseException, recorder: PurgeRecorder
+) -> Deleted | None:
+    """The rows of a batch whose COMMIT was cut, if it committed; None if not (or unknown)."""
+    doubt = getattr(exc, IN_DOUBT, None)
+    if not isinstance(doubt, InDoubt):
+        return None
+    recorder.reconnect_if_broken()
+    for _attempt in range(2):
+        try:
+            if purgeable_in_range(using, cutoff, doubt.lower, doubt.upper):
+                return None  # rolled back: the rows are all there
+            return doubt.deleted
+        except DatabaseError:
+            with suppress(DatabaseError):
+                connections[using].close()
+    return None
 
 
 def _log(result: PurgeResult) -> None:
@@ -228,3 +422,87 @@ def outcome_shown(run: PurgeRun) -> str:
     except TokenopsError:
         timeout = None
     return shown_outcome(run, timeout)
+
+
+# What --check found; ATTENTION_REASONS need a person.
+HEALTHY_RECENT = "recent"  # a real purge succeeded within PURGE_WARN_AFTER
+HEALTHY_NOTHING = "nothing"  # nothing is purgeable
+HEALTHY_YOUNG = "young"  # never purged, and no purgeable token expired before PURGE_WARN_AFTER
+ATTENTION_FAILED = "failed"  # the latest real purge failed or was interrupted
+ATTENTION_STALE = "stale"  # the last success is older than PURGE_WARN_AFTER
+ATTENTION_NEVER = "never"  # no success ever, tokens purgeable for PURGE_WARN_AFTER
+ATTENTION_REASONS = frozenset({ATTENTION_FAILED, ATTENTION_STALE, ATTENTION_NEVER})
+
+
+@dataclass(frozen=True)
+class Health:
+    """The verdict of ``token_report --check`` and what it rests on."""
+
+    database: str
+    reason: str
+    now: datetime
+    # The latest real purge that ended (or died), with its real outcome.
+    latest: PurgeRun | None
+    latest_outcome: str
+    # The moment the verdict counts from: the last success or the failed run's start.
+    since: datetime | None
+    warn_after: timedelta
+
+    @property
+    def attention(self) -> bool:
+        return self.reason in ATTENTION_REASONS
+
+    @property
+    def overdue(self) -> bool:
+        """Purgeable rows and no success within PURGE_WARN_AFTER (a failure aside)."""
+        return self.reason in (ATTENTION_STALE, ATTENTION_NEVER)
+
+
+def check_health(request: ReportRequest) -> Health:
+    """Healthy or not, from the history and at most one query of each kind on the tokens.
+
+    The history row of the latest real purge answers most checks; only when it does not
+    (no recent success) is the token table asked whether anything is purgeable.
+    """
+    conf = get_settings()
+    using = request.database
+    ensure_ready(using)
+    older_than, source = _older_than(request.older_than, conf.older_than)
+    cutoff = safe_cutoff(older_than, older_than_source=source, sliding_tokens=conf.sliding_tokens)
+    now = cutoff.now
+    warn_after = conf.purge_warn_after
+    latest = latest_real_run(using, conf.running_timeout)
+    outcome = "" if latest is None else shown_outcome(latest, conf.running_timeout)
+
+    def verdict(reason: str, since: datetime | None) -> Health:
+        return Health(using, reason, now, latest, outcome, since, warn_after)
+
+    if latest is not None and outcome != PurgeRun.Outcome.OK:
+        return verdict(ATTENTION_FAILED, as_utc(latest.started_at))
+    if latest is not None:
+        since = as_utc(latest.finished_at or latest.started_at)
+        if now - since <= warn_after or not any_purgeable(using, cutoff):
+            return verdict(HEALTHY_RECENT if now - since <= warn_after else HEALTHY_NOTHING, since)
+        return verdict(ATTENTION_STALE, since)
+    # Never purged: overdue once a purgeable token expired more than warn_after ago.
+    # (Whether younger ones are purgeable changes nothing: it would cost a second scan.)
+    if any_purgeable(using, cutoff, expired_before=now - warn_after):
+        return verdict(ATTENTION_NEVER, None)
+    return verdict(HEALTHY_YOUNG, None)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What ``token_report --format openmetrics`` exposes."""
+
+    report: Report
+    health: Health
+    running: bool
+
+
+def build_metrics(request: ReportRequest) -> Metrics:
+    report = build_report(request)
+    health = check_health(request)
+    conf = get_settings()
+    running = running_purge(request.database, conf.running_timeout) is not None
+    return Metrics(report=report, health=health, running=running)

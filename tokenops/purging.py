@@ -6,18 +6,23 @@ drives it and is told of each batch through a callback.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from django.db import DatabaseError, connections, transaction
-from django.db.models import Max
+from django.db import DatabaseError, OperationalError, connections, transaction
+from django.db.models import Max, QuerySet
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+from .errors import first_line
 
 if TYPE_CHECKING:
     from .cutoff import Cutoff
+
+logger = logging.getLogger(__name__)
 
 # Target length of one batch's transaction. Each commit rewrites the index pages the batch
 # touched, so longer batches are faster overall (SQLite, 1,000,000 tokens: 0.25 s -> about
@@ -40,6 +45,15 @@ MAX_BATCH = 200_000
 SQLITE_PAUSE = 0.1
 # SQLite page cache of the purge connection, in KiB (SQLite's default: 2 MiB).
 SQLITE_CACHE_KIB = 16 * 1024
+# SQLite, while no other connection commits (PRAGMA data_version unchanged across a
+# batch and its pause): batches aim at this longer target instead, since each commit
+# rewrites the index pages a batch touched and fewer, longer batches approach the cost of
+# one transaction. The first commit of another connection brings the short target back
+# at once (see docs/benchmark.md for the measurements behind the value).
+DEFAULT_BATCH_SECONDS_IDLE = 1.5
+# After another connection's commit, batches stay short until nobody else has committed
+# for this long: app traffic comes in bursts, and a burst should not meet a long batch.
+SQLITE_QUIET_SECONDS = 5.0
 
 
 class Progress(Protocol):
@@ -59,10 +73,34 @@ class Deleted:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """One committed batch, as the engine saw it."""
+
+    rows: int
+    seconds: float
+    # The target the batch was sized for (the idle target only on a quiet SQLite file).
+    target: float
+    # Another connection had committed recently (SQLite: PRAGMA data_version moved within
+    # SQLITE_QUIET_SECONDS), so the batch was sized for the short target.
+    contended: bool
+    # Seconds the lock was left free after the batch (SQLite's pause for waiting writers).
+    pause: float
+
+
+@dataclass(frozen=True)
 class BatchStats:
     deleted: Deleted = field(default_factory=Deleted)
     batches: int = 0
     longest_transaction: float = 0.0
+    # Every batch in order (a few hundred entries at 3,000,000 tokens).
+    trace: tuple[Batch, ...] = ()
+    # should_stop() asked the engine to stop before the purgeable rows ran out.
+    stopped: bool = False
+
+    @property
+    def longest_contended(self) -> float:
+        """The longest transaction among batches sized while another writer was active."""
+        return max((b.seconds for b in self.trace if b.contended), default=0.0)
 
 
 def next_batch_size(current: int, rows: int, elapsed: float, target: float) -> int:
@@ -123,13 +161,124 @@ def sqlite_purge_pragmas(using: str) -> Iterator[None]:
                     cursor.execute(statement)
 
 
+class SQLiteWriters:
+    """Tells whether another connection committed to the SQLite file, and how long ago.
+
+    ``PRAGMA data_version`` on the purge's own connection changes whenever any other
+    connection (this process or another) has committed since the last time it was read;
+    the purge's own commits never change it. Reading it costs no I/O.
+    """
+
+    def __init__(self, using: str, quiet: float | None = None) -> None:
+        self.connection = connections[using]
+        self.quiet = SQLITE_QUIET_SECONDS if quiet is None else quiet
+        self.version = self._read()
+        self.last_seen: float | None = None
+
+    def _read(self) -> int:
+        with self.connection.cursor() as cursor:
+            cursor.execute("PRAGMA data_version")
+            return cursor.fetchone()[0]
+
+    def active(self) -> bool:
+        """Did another connection commit since the last call, or within ``quiet`` seconds?"""
+        version = self._read()
+        now = time.monotonic()
+        if version != self.version:
+            self.version = version
+            self.last_seen = now
+        return self.last_seen is not None and now - self.last_seen <= self.quiet
+
+
+# A batch rolled back by a deadlock or a serialization failure is tried again this many
+# times, after DEADLOCK_PAUSE, 2x, 4x... seconds; then the error ends the purge.
+DEADLOCK_RETRIES = 3
+DEADLOCK_PAUSE = 0.05
+# MySQL/MariaDB: ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT; PostgreSQL: deadlock_detected,
+# serialization_failure (SQLSTATE).
+MYSQL_RETRY_CODES = frozenset({1213, 1205})
+POSTGRES_RETRY_STATES = frozenset({"40P01", "40001"})
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """A deadlock, lock wait timeout or serialization failure: the batch may simply be retried."""
+    if not isinstance(exc, OperationalError):
+        return False
+    for error in (exc, exc.__cause__):
+        if error is None:
+            continue
+        if getattr(error, "sqlstate", None) in POSTGRES_RETRY_STATES:  # psycopg 3
+            return True
+        if getattr(error, "pgcode", None) in POSTGRES_RETRY_STATES:  # psycopg2
+            return True
+        args = getattr(error, "args", ())
+        if args and isinstance(args[0], int) and args[0] in MYSQL_RETRY_CODES:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class InDoubt:
+    """A batch whose statements ran when an exception (often a signal) cut its COMMIT.
+
+    Attached to that exception as ``IN_DOUBT``: the batch committed if and only if no
+    purgeable row is left in its primary-key range (lower, upper].
+    """
+
+    lower: int
+    upper: int
+    deleted: Deleted
+
+
+IN_DOUBT = "tokenops_in_doubt"
+
+
+def _delete_batch(
+    using: str, blacklist: QuerySet, batch: QuerySet, lower: int, upper: int
+) -> tuple[int, int]:
+    """One batch in one transaction: (blacklist rows, outstanding rows) deleted.
+
+    Retried on a deadlock only outside a caller's transaction: there the rollback undid
+    exactly this batch, and nothing else is lost by trying it again.
+    """
+    connection = connections[using]
+    retries = 0 if connection.in_atomic_block else DEADLOCK_RETRIES
+    attempt = 0
+    while True:
+        pending: Deleted | None = None
+        try:
+            with transaction.atomic(using=using):
+                # _raw_delete: one DELETE statement. QuerySet.delete() would load every
+                # OutstandingToken for the CASCADE, which is what makes flushexpiredtokens heavy.
+                removed_blacklisted = blacklist._raw_delete(using)
+                removed = batch._raw_delete(using)
+                pending = Deleted(outstanding=removed, blacklisted=removed_blacklisted)
+        except BaseException as exc:
+            if pending is not None:
+                setattr(exc, IN_DOUBT, InDoubt(lower, upper, pending))
+            if not isinstance(exc, OperationalError) or attempt >= retries:
+                raise
+            if not is_deadlock(exc):
+                raise
+            attempt += 1
+            logger.warning(
+                "purge batch rolled back (%s); retry %d of %d", first_line(exc), attempt, retries
+            )
+            time.sleep(DEADLOCK_PAUSE * 2 ** (attempt - 1))
+            continue
+        return removed_blacklisted, removed
+
+
 def delete_purgeable(
     using: str,
     cutoff: Cutoff,
     *,
     batch_size: int | None = None,
     batch_seconds: float | None = None,
+    batch_seconds_idle: float | None = None,
     on_batch: Callable[[int], None] | None = None,
+    on_deleted: Callable[[Deleted], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> BatchStats:
     """Delete rows with ``expires_at <= cutoff`` in primary-key order, one transaction a batch.
 
@@ -137,18 +286,32 @@ def delete_purgeable(
     transaction, so an interruption at any moment leaves both tables consistent and the
     next run starts where this one stopped. A batch is a primary-key range, not an IN
     list, so no backend's parameter limit applies and MySQL needs no LIMIT in a subquery.
-    ``on_batch`` hears the outstanding rows of each committed batch.
+    ``on_batch`` hears the outstanding rows of each committed batch, ``on_deleted`` the
+    rowcounts of both its DELETE statements. ``should_stop`` is asked after each committed
+    batch; True ends the purge there (``BatchStats.stopped``). A batch that meets a deadlock
+    or a serialization failure is rolled back and tried again (DEADLOCK_RETRIES times).
+
+    On SQLite, batches aim at ``batch_seconds_idle`` while no other connection commits,
+    and at ``batch_seconds`` as soon as (and for SQLITE_QUIET_SECONDS after) one does; the
+    pause after each batch stays, since a writer waiting for the lock has not committed
+    yet and only that pause lets it in (and so makes it visible). Elsewhere
+    ``batch_seconds_idle`` is not used: one target, measured as good for both cases.
     """
+    vendor = connections[using].vendor
     if batch_seconds is None:
-        vendor = connections[using].vendor
         batch_seconds = BATCH_SECONDS_BY_VENDOR.get(vendor, DEFAULT_BATCH_SECONDS)
+    batch_seconds_idle = max(batch_seconds_idle or DEFAULT_BATCH_SECONDS_IDLE, batch_seconds)
     purgeable = OutstandingToken.objects.using(using).filter(expires_at__lte=cutoff.db_value())
     size = batch_size or FIRST_BATCH
     last_pk = 0
     outstanding = blacklisted = batches = 0
     longest = 0.0
-    pause = SQLITE_PAUSE if connections[using].vendor == "sqlite" else 0.0
+    trace: list[Batch] = []
+    stopped = False
+    pause = SQLITE_PAUSE if vendor == "sqlite" else 0.0
     with sqlite_purge_pragmas(using):
+        writers = SQLiteWriters(using) if vendor == "sqlite" else None
+        contended = True if writers is None else writers.active()
         while True:
             window = purgeable.filter(pk__gt=last_pk).order_by("pk")[:size]
             upper = window.aggregate(upper=Max("pk"))["upper"]
@@ -162,25 +325,42 @@ def delete_purgeable(
                 token_id__gt=last_pk, token_id__lte=upper, token__in=batch.values("pk")
             )
             started = time.monotonic()
-            with transaction.atomic(using=using):
-                # _raw_delete: one DELETE statement. QuerySet.delete() would load every
-                # OutstandingToken for the CASCADE, which is what makes flushexpiredtokens heavy.
-                removed_blacklisted = blacklist._raw_delete(using)
-                removed = batch._raw_delete(using)
+            removed_blacklisted, removed = _delete_batch(using, blacklist, batch, last_pk, upper)
             elapsed = time.monotonic() - started
             longest = max(longest, elapsed)
             outstanding += removed
             blacklisted += removed_blacklisted
             batches += 1
             last_pk = upper
+            if on_deleted is not None:
+                on_deleted(Deleted(outstanding=removed, blacklisted=removed_blacklisted))
             if on_batch is not None:
                 on_batch(removed)
-            if batch_size is None:
-                size = next_batch_size(size, removed, elapsed, batch_seconds)
+            target = batch_seconds if contended else batch_seconds_idle
+            trace.append(Batch(removed, elapsed, target, contended, pause))
+            logger.debug(
+                "batch %d: %d rows in %.3f s (target %.2f s%s)",
+                batches,
+                removed,
+                elapsed,
+                target,
+                ", another writer active" if contended else "",
+            )
             if pause:
                 time.sleep(pause)
+            if writers is not None:
+                contended = writers.active()
+            if batch_size is None:
+                size = next_batch_size(
+                    size, removed, elapsed, batch_seconds if contended else batch_seconds_idle
+                )
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
     return BatchStats(
         deleted=Deleted(outstanding=outstanding, blacklisted=blacklisted),
         batches=batches,
         longest_transaction=longest,
+        trace=tuple(trace),
+        stopped=stopped,
     )

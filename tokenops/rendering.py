@@ -21,10 +21,11 @@ from .counting import BUCKETS, TableCounts, TokenCounts
 from .cutoff import FROM_OPTION, LEEWAY, OLDER_THAN, SLIDING, Cutoff
 from .dbtime import as_utc
 from .durations import format_duration
+from .models import PurgeRun
 
 if TYPE_CHECKING:
     from .history import PurgeStatus
-    from .operations import PurgeResult, Report
+    from .operations import Health, Metrics, PurgeResult, Report
 
 TABLE_FORMAT = "simple"
 KINDS = ("outstanding", "blacklisted")
@@ -320,7 +321,42 @@ def purge_dict(result: PurgeResult) -> dict[str, Any]:
         "batches": result.stats.batches,
         "longest_transaction_seconds": round(result.stats.longest_transaction, 4),
         "seconds": round(result.seconds, 4),
+        "complete": result.complete,
+        "remaining": {
+            "outstanding": result.remaining.outstanding,
+            "blacklisted": result.remaining.blacklisted,
+        },
+        "max_seconds": result.max_seconds,
     }
+
+
+def seconds_text(value: float) -> str:
+    """A budget as the user wrote it: 600, 2.5."""
+    return f"{value:g}"
+
+
+def stopped_line(result: PurgeResult) -> str:
+    """Why a purge ended with rows left, and that the next run continues."""
+    values = {
+        "outstanding": outstanding_tokens(result.remaining.outstanding),
+        "blacklisted": blacklisted_tokens(result.remaining.blacklisted),
+    }
+    if result.max_seconds is not None and result.seconds >= result.max_seconds:
+        return _(
+            # Translators: %(outstanding)s is "120000 outstanding tokens", %(blacklisted)s
+            # "35000 blacklisted tokens".
+            "Stopped after the %(budget)s s budget: %(outstanding)s and %(blacklisted)s "
+            "are still purgeable; the next run continues."
+        ) % {**values, "budget": seconds_text(result.max_seconds)}
+    return (
+        _(
+            # Translators: %(outstanding)s is "120000 outstanding tokens", %(blacklisted)s
+            # "35000 blacklisted tokens".
+            "Stopped early: %(outstanding)s and %(blacklisted)s are still purgeable; "
+            "the next run continues."
+        )
+        % values
+    )
 
 
 def purge_headline(result: PurgeResult) -> str:
@@ -368,6 +404,7 @@ def render_purge(result: PurgeResult, fmt: str) -> str:
     return "\n".join(
         [
             purge_headline(result),
+            *([stopped_line(result)] if result.stopped_early else []),
             cutoff_line(result.cutoff),
             "",
             tabulate(
@@ -383,3 +420,142 @@ def render_purge(result: PurgeResult, fmt: str) -> str:
             ),
         ]
     )
+
+
+def check_line(health: Health) -> str:
+    """The one line of ``token_report --check``: OK or ATTENTION, and why."""
+    values: dict[str, Any] = {"database": health.database}
+    if health.since is not None:
+        values["moment"] = when(health.since)
+    reason = health.reason
+    if reason == "failed":
+        run = health.latest
+        assert run is not None
+        outcome = PurgeRun.Outcome(health.latest_outcome).label
+        values.update(outcome=outcome, error=run.error or "-")
+        return (
+            _(
+                # Translators: %(outcome)s is "failed" or "interrupted".
+                "ATTENTION: the latest purge on database '%(database)s', started at "
+                "%(moment)s, %(outcome)s: %(error)s"
+            )
+            % values
+        )
+    if reason == "stale":
+        values["warn_after"] = format_duration(health.warn_after)
+        return (
+            _(
+                "ATTENTION: no purge has succeeded on database '%(database)s' since "
+                "%(moment)s (more than %(warn_after)s), and tokens are purgeable."
+            )
+            % values
+        )
+    if reason == "never":
+        values["warn_after"] = format_duration(health.warn_after)
+        return (
+            _(
+                "ATTENTION: no purge has ever succeeded on database '%(database)s', and "
+                "tokens that expired more than %(warn_after)s ago are purgeable."
+            )
+            % values
+        )
+    if reason == "recent":
+        return _("OK: the last purge on database '%(database)s' succeeded at %(moment)s.") % values
+    if reason == "young":
+        values["warn_after"] = format_duration(health.warn_after)
+        return (
+            _(
+                "OK: no purge recorded on database '%(database)s' yet, and no purgeable "
+                "token expired more than %(warn_after)s ago."
+            )
+            % values
+        )
+    return _("OK: nothing is purgeable on database '%(database)s'.") % values
+
+
+def _label_value(value: str) -> str:
+    """A label value in the exposition format: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(pairs: dict[str, str]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{k}="{_label_value(v)}"' for k, v in pairs.items()) + "}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def render_openmetrics(metrics: Metrics, *, database_label: str | None = None) -> str:
+    """The OpenMetrics text format (node_exporter's textfile collector reads it), # EOF last.
+
+    Names and help texts stay English: they are an interface for programs.
+    """
+    base = {} if database_label is None else {"database": database_label}
+    lines: list[str] = []
+
+    def family(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        lines.append(f"# TYPE {name} gauge")
+        lines.append(f"# HELP {name} {help_text}")
+        for labels, value in samples:
+            lines.append(f"{name}{_labels({**base, **labels})} {_number(value)}")
+
+    counts = metrics.report.counts
+    family(
+        "tokenops_tokens",
+        "Token rows by table and state (purgeable: under the safe cutoff).",
+        [
+            ({"table": kind, "state": state}, getattr(getattr(counts, kind), state))
+            for kind in KINDS
+            for state in ("total", "active", "expired", "purgeable")
+        ],
+    )
+    history = metrics.report.history
+    last = history.last_success if history is not None else None
+    family(
+        "tokenops_last_success_timestamp_seconds",
+        "When the last real purge that succeeded ended (Unix time; absent: none recorded).",
+        [] if last is None else [({}, as_utc(last.finished_at or last.started_at).timestamp())],
+    )
+    run = metrics.health.latest
+    family(
+        "tokenops_last_run_deleted",
+        "Rows the latest real purge deleted, by table.",
+        []
+        if run is None
+        else [
+            ({"table": "outstanding"}, run.outstanding_deleted or 0),
+            ({"table": "blacklisted"}, run.blacklisted_deleted or 0),
+        ],
+    )
+    family(
+        "tokenops_last_run_seconds",
+        "How long the latest real purge ran.",
+        []
+        if run is None or run.finished_at is None
+        else [({}, max(0.0, (run.finished_at - run.started_at).total_seconds()))],
+    )
+    family(
+        "tokenops_last_run_complete",
+        "1 when the latest real purge left nothing purgeable, 0 when it was cut short.",
+        [] if run is None else [({}, 1 if run.complete else 0)],
+    )
+    family(
+        "tokenops_purge_overdue",
+        "1 when tokens are purgeable and no purge succeeded within PURGE_WARN_AFTER.",
+        [({}, 1 if metrics.health.overdue else 0)],
+    )
+    family(
+        "tokenops_purge_attention",
+        "1 when token_report --check asks for attention (overdue, failed or interrupted).",
+        [({}, 1 if metrics.health.attention else 0)],
+    )
+    family(
+        "tokenops_purge_running",
+        "1 while a real purge is running.",
+        [({}, 1 if metrics.running else 0)],
+    )
+    lines.append("# EOF")
+    return "\n".join(lines)

@@ -26,14 +26,16 @@ from typing import Any
 
 try:
     from celery import shared_task
+    from celery.exceptions import SoftTimeLimitExceeded
     from celery.utils.time import get_exponential_backoff_interval
 except ImportError as exc:
     raise ImportError("tokenops.tasks needs Celery: pip install 'tokenops[celery]'.") from exc
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
+from .app_settings import is_budget
 from .durations import parse_duration
-from .errors import TokenopsError, first_line
+from .errors import PurgeSkipped, TokenopsError, first_line
 from .models import PurgeRun
 from .operations import PurgeRequest, run_purge
 from .rendering import purge_dict
@@ -56,7 +58,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def validate_arguments(
-    older_than: Any, batch_size: Any, database: Any, dry_run: Any
+    older_than: Any, batch_size: Any, database: Any, dry_run: Any, max_seconds: Any = None
 ) -> PurgeRequest:
     """Arguments arrive as JSON, often typed into the admin: check types, not just values.
 
@@ -74,12 +76,17 @@ def validate_arguments(
         raise TokenopsError(f"database must be a database alias, got {database!r}.")
     if not isinstance(dry_run, bool):
         raise TokenopsError(f"dry_run must be true or false, got {dry_run!r}.")
+    if max_seconds is not None and not is_budget(max_seconds):
+        raise TokenopsError(
+            f"max_seconds must be a number of seconds above 0, got {max_seconds!r}."
+        )
     return PurgeRequest(
         database,
         older_than=None if older_than is None else parse_duration(older_than),
         batch_size=batch_size,
         dry_run=dry_run,
         trigger=PurgeRun.Trigger.TASK,
+        max_seconds=None if max_seconds is None else float(max_seconds),
     )
 
 
@@ -98,11 +105,19 @@ def purge_expired_tokens(
     batch_size: int | None = None,
     database: str = "default",
     dry_run: bool = False,
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Purge what ``token_purge`` would and return its ``--format json`` dict."""
-    request = validate_arguments(older_than, batch_size, database, dry_run)
+    """Purge what ``token_purge`` would and return its ``--format json`` dict.
+
+    Another purge holding the lock is no failure: the task succeeds at once (no retry)
+    with ``{"skipped": true, ...}``. A soft time limit ends the purge like ``max_seconds``.
+    """
+    request = validate_arguments(older_than, batch_size, database, dry_run, max_seconds)
     try:
-        result = run_purge(request)
+        result = run_purge(request, stop_on=(SoftTimeLimitExceeded,))
+    except PurgeSkipped as exc:
+        logger.warning("token purge task on %r skipped: %s", database, exc)
+        return {"skipped": True, "database": database, "message": str(exc)}
     except (TokenopsError, DatabaseError) as exc:
         retries = self.request.retries
         if not is_transient(exc):
@@ -134,4 +149,4 @@ def purge_expired_tokens(
         with contextlib.suppress(DatabaseError):
             connections[database].close()
         raise self.retry(exc=exc, countdown=countdown) from exc
-    return purge_dict(result)
+    return {"skipped": False, **purge_dict(result)}

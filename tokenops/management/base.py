@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.utils.translation import gettext as _
 
-from ..app_settings import MAX_ROWS
+from ..app_settings import MAX_ROWS, is_budget
 from ..console import make_streams_safe
 from ..durations import EXAMPLES, parse_duration
 from ..errors import TokenopsError, database_error
@@ -57,6 +57,19 @@ def whole_number(text: str, low: int) -> int:
     return value
 
 
+def seconds_arg(text: str) -> float:
+    """A number of seconds above 0 (a time budget), or an argparse error."""
+    try:
+        value = float(text) if text.isascii() else -1.0
+    except ValueError:
+        value = -1.0
+    if not is_budget(value):
+        raise argparse.ArgumentTypeError(
+            _("expected a number of seconds above 0, got %(text)s") % {"text": repr(text)}
+        )
+    return value
+
+
 def positive_int(text: str) -> int:
     return whole_number(text, 1)
 
@@ -81,11 +94,14 @@ class TokenopsCommand(BaseCommand):
         make_streams_safe()
         super().run_from_argv(argv)
 
-    def add_database_argument(self, parser: CommandParser) -> None:
+    def add_database_argument(self, parser: CommandParser, *, none_default: bool = False) -> None:
+        """``none_default``: the option is None when not given (the command fills it in)."""
         parser.add_argument(
             "--database",
-            default=DEFAULT_DB_ALIAS,
-            help=_('Database alias to work on (default: "%(default)s").'),
+            default=None if none_default else DEFAULT_DB_ALIAS,
+            help=_('Database alias to work on (default: "%(default)s").').replace(
+                "%(default)s", DEFAULT_DB_ALIAS
+            ),
         )
 
     def add_older_than_argument(self, parser: CommandParser) -> None:
@@ -107,5 +123,5 @@ class TokenopsCommand(BaseCommand):
         except TokenopsError as exc:
             raise CommandError(str(exc)) from exc
         except DatabaseError as exc:
-            alias = options.get("database", DEFAULT_DB_ALIAS)
+            alias = options.get("database") or DEFAULT_DB_ALIAS
             raise CommandError(database_error(alias, exc)) from exc

@@ -6,11 +6,14 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ...console import login_name, terminal_progress, terminate_as_interrupt
+from ...errors import PurgeSkipped
 from ...operations import PurgeRequest, run_purge
 from ...rendering import render_purge
-from ..base import TokenopsCommand, positive_int
+from ..base import TokenopsCommand, positive_int, seconds_arg
 
 INTERRUPTED = 130
+# EX_TEMPFAIL (sysexits.h): another purge holds the lock; try again later.
+SKIPPED = 75
 
 
 class Command(TokenopsCommand):
@@ -42,6 +45,16 @@ class Command(TokenopsCommand):
             default="table",
             help=_("Output format (default: table)."),
         )
+        parser.add_argument(
+            "--max-seconds",
+            type=seconds_arg,
+            metavar="N",
+            help=_(
+                "Time budget: stop after the batch during which N seconds ran out and say "
+                "what is left; the next run continues (default: TOKENOPS['MAX_SECONDS'], "
+                "which defaults to no budget)."
+            ),
+        )
         self.add_database_argument(parser)
         parser.add_argument(
             "--no-progress",
@@ -55,6 +68,7 @@ class Command(TokenopsCommand):
         dry_run: bool,
         older_than: timedelta | None,
         batch_size: int | None,
+        max_seconds: float | None,
         format: str,
         database: str,
         no_progress: bool,
@@ -67,6 +81,7 @@ class Command(TokenopsCommand):
             batch_size=batch_size,
             dry_run=dry_run,
             started_by=login_name(),
+            max_seconds=max_seconds,
         )
         progress = terminal_progress(self.stderr._out, enabled=not no_progress and verbosity > 0)
         try:
@@ -78,6 +93,8 @@ class Command(TokenopsCommand):
                         _("Warning: %(message)s") % {"message": message}
                     ),
                 )
+        except PurgeSkipped as exc:
+            raise CommandError(str(exc), returncode=SKIPPED) from None
         except KeyboardInterrupt:
             raise CommandError(
                 _(
