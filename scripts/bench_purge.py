@@ -18,6 +18,16 @@ Linux only (it reads ``resource.getrusage``); the package itself stays cross-pla
 own manage.py and tokenops), on its own copy of the same data: a change measured
 against the code before it, in one run.
 
+Every run also measures the floor: the two set-based DELETEs (blacklist rows, then
+outstanding rows) in one transaction, on its own identical copy, and gives each command
+as a multiple of it. ``--traffic`` adds a token_purge run during which a second process
+keeps logging in, refreshing (rotation with blacklisting) and logging out through
+simplejwt, and reports that traffic's latency (median, p99, max) and its errors.
+``--count`` and ``--order`` take comma-separated lists (``--order ordered`` seeds ids
+that follow creation time, expired rows first; ``scattered`` is the default).
+
+    python scripts/bench_purge.py --count 1000000,3000000 --order scattered,ordered --traffic
+
 Databases are named ``bench_*`` (SQLite files in --workdir) and dropped at the end.
 PostgreSQL server-backend memory is not part of the RSS shown (it is the server's).
 """
@@ -33,6 +43,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +67,96 @@ print(json.dumps({
 """
 
 
+# token_purge under the benchmark: the engine's per-batch debug lines go to stderr as
+# JSON (rows, seconds, target, another writer active), so the longest transaction while
+# another writer was active can be told from the others. call_command, not
+# execute_from_command_line: a second django.setup() would reset this logger.
+RUNNER = """
+import json, logging, os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "my_bathhouse_backend.settings")
+import django
+django.setup()
+if os.environ.get("BENCH_TOKENOPS"):
+    from django.conf import settings
+    extra = json.loads(os.environ["BENCH_TOKENOPS"])
+    settings.TOKENOPS = {**getattr(settings, "TOKENOPS", {}), **extra}
+class Trace(logging.Handler):
+    def emit(self, record):
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            _n, rows, seconds, target, note = record.args
+            sys.stderr.write("BATCH " + json.dumps([rows, seconds, target, bool(note)]) + "\\n")
+log = logging.getLogger("tokenops.purging")
+log.setLevel(logging.DEBUG)
+log.propagate = False
+log.addHandler(Trace())
+from django.core.management import call_command
+call_command(*sys.argv[1:])
+"""
+
+# The floor: what the database itself needs to delete the same rows, in one transaction.
+FLOOR = """
+import json, os, sys, time
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "my_bathhouse_backend.settings")
+import django
+django.setup()
+from datetime import timedelta
+from django.db import connection, transaction
+from tokenops.cutoff import safe_cutoff
+moment = safe_cutoff(timedelta(0)).db_value()
+o, b = "token_blacklist_outstandingtoken", "token_blacklist_blacklistedtoken"
+if connection.vendor == "mysql":
+    first = f"DELETE b FROM {b} b JOIN {o} o ON o.id = b.token_id WHERE o.expires_at <= %s"
+else:
+    first = f"DELETE FROM {b} WHERE token_id IN (SELECT id FROM {o} WHERE expires_at <= %s)"
+started = time.monotonic()
+with transaction.atomic(), connection.cursor() as cursor:
+    cursor.execute(first, [moment])
+    blacklisted = cursor.rowcount
+    cursor.execute(f"DELETE FROM {o} WHERE expires_at <= %s", [moment])
+    outstanding = cursor.rowcount
+print(json.dumps({"outstanding": outstanding, "blacklisted": blacklisted,
+                  "seconds": time.monotonic() - started}))
+"""
+
+# The app during a purge: one user logs in, refreshes (rotation blacklists the old token)
+# and logs out, again and again, through simplejwt; every request's latency is recorded.
+TRAFFIC = """
+import json, os, sys, time
+from pathlib import Path
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "my_bathhouse_backend.settings")
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.tokens import RefreshToken
+stop, ready, pause = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+user, _ = get_user_model().objects.get_or_create(username="bench-app")
+requests, errors = [], []
+def request(kind, call):
+    started = time.monotonic()
+    try:
+        result = call()
+    except Exception as exc:
+        result = None
+        errors.append([time.time(), kind, f"{type(exc).__name__}: {exc}"])
+    requests.append([time.time(), kind, time.monotonic() - started])
+    return result
+while not stop.exists():
+    token = request("login", lambda: str(RefreshToken.for_user(user)))
+    if token is not None:
+        def refresh():
+            serializer = TokenRefreshSerializer(data={"refresh": token})
+            serializer.is_valid(raise_exception=True)
+            return serializer.validated_data["refresh"]
+        rotated = request("refresh", refresh)
+        if rotated is not None:
+            request("logout", lambda: RefreshToken(rotated).blacklist())
+    ready.touch()
+    time.sleep(pause)
+print(json.dumps({"requests": requests, "errors": errors}))
+"""
+
+
 @dataclass
 class Run:
     label: str
@@ -66,6 +167,13 @@ class Run:
     ended: datetime
     database: str
     detail: dict[str, Any] = field(default_factory=dict)
+    batches: list[list[Any]] = field(default_factory=list)
+    traffic: dict[str, Any] | None = None
+
+    @property
+    def longest_contended(self) -> float | None:
+        busy = [seconds for _rows, seconds, _target, contended in self.batches if contended]
+        return max(busy) if busy else None
 
 
 def utcnow() -> datetime:
@@ -149,7 +257,7 @@ class SQLite(Backend):
         shutil.copyfile(self.path(source), self.path(target))
 
     def drop(self, db: str) -> None:
-        for suffix in ("", "-journal", "-wal", "-shm"):
+        for suffix in ("", "-journal", "-wal", "-shm", ".tokenops-purge.lock"):
             Path(f"{self.path(db)}{suffix}").unlink(missing_ok=True)
 
     def exists(self, db: str) -> bool:
@@ -270,32 +378,50 @@ def migrate(backend: Backend, db: str, env: dict[str, str]) -> None:
         raise SystemExit(f"migrate {db} failed: {done.stderr.strip()}")
 
 
-def fingerprint(backend: Backend, db: str, after: datetime) -> dict[str, tuple[int, int]]:
-    """(count, id checksum) of rows expiring after ``after``, and of rows at or before it."""
+def fingerprint(
+    backend: Backend, db: str, after: datetime, upto_id: int | None = None
+) -> dict[str, tuple[int, int]]:
+    """(count, id checksum) of rows expiring after ``after``, and of rows at or before it.
+
+    ``upto_id``: only outstanding rows up to that id (and their blacklist rows), so that
+    the rows the app traffic added during a run are left out of the comparison.
+    """
     moment = backend.moment(after)
+    upto = 2**62 if upto_id is None else upto_id
     queries = {
-        "outstanding_later": "SELECT COUNT(*), COALESCE(SUM(id * id), 0) "
-        "FROM token_blacklist_outstandingtoken WHERE expires_at > %s",
+        "outstanding_later": "SELECT COUNT(*), COALESCE(SUM(o.id * o.id), 0) "
+        "FROM token_blacklist_outstandingtoken o WHERE o.expires_at > %s AND o.id <= %s",
         "blacklisted_later": "SELECT COUNT(*), COALESCE(SUM(b.id * b.token_id), 0) "
         "FROM token_blacklist_blacklistedtoken b JOIN token_blacklist_outstandingtoken o "
-        "ON o.id = b.token_id WHERE o.expires_at > %s",
-        "outstanding_expired": "SELECT COUNT(*), COALESCE(SUM(id), 0) "
-        "FROM token_blacklist_outstandingtoken WHERE expires_at <= %s",
-        "blacklisted_total": "SELECT COUNT(*), COALESCE(SUM(id), 0) "
-        "FROM token_blacklist_blacklistedtoken",
-        "outstanding_total": "SELECT COUNT(*), 0 FROM token_blacklist_outstandingtoken",
+        "ON o.id = b.token_id WHERE o.expires_at > %s AND o.id <= %s",
+        "outstanding_expired": "SELECT COUNT(*), COALESCE(SUM(o.id), 0) "
+        "FROM token_blacklist_outstandingtoken o WHERE o.expires_at <= %s AND o.id <= %s",
+        "blacklisted_total": "SELECT COUNT(*), COALESCE(SUM(b.id), 0) "
+        "FROM token_blacklist_blacklistedtoken b",
+        "outstanding_total": "SELECT COUNT(*), 0 FROM token_blacklist_outstandingtoken o "
+        "WHERE o.id <= %s",
     }
     conn = backend.connect(db)
     try:
         result = {}
         for key, sql in queries.items():
             cursor = conn.cursor()
-            with_moment = "%s" in sql
+            params = [moment, upto] if sql.count("%s") == 2 else [upto] * sql.count("%s")
             sql = sql.replace("%s", backend.placeholder)
-            cursor.execute(sql, [moment] if with_moment else [])
+            cursor.execute(sql, params)
             count, checksum = cursor.fetchone()
             result[key] = (int(count), int(checksum))
         return result
+    finally:
+        conn.close()
+
+
+def max_id(backend: Backend, db: str) -> int:
+    conn = backend.connect(db)
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT COALESCE(MAX(id), 0) FROM token_blacklist_outstandingtoken")
+        return int(cursor.fetchone()[0])
     finally:
         conn.close()
 
@@ -311,18 +437,100 @@ def run_command(
     """Run ``manage.py <args>`` of ``tree`` (its tokenops first on sys.path) on ``db``."""
     started = utcnow()
     env = {**env, "PYTHONPATH": str(tree)}
-    result = measure([PYTHON, "manage.py", *args], backend.env(db, env), cwd=tree)
+    # A variant's "TOKENOPS={...}" argument becomes settings for this run only.
+    overrides = [a for a in args if a.startswith("TOKENOPS=")]
+    args = [a for a in args if not a.startswith("TOKENOPS=")]
+    if overrides:
+        env["BENCH_TOKENOPS"] = overrides[-1][len("TOKENOPS=") :]
+    traced = args[0] == "token_purge"
+    command = [PYTHON, "-c", RUNNER, *args] if traced else [PYTHON, "manage.py", *args]
+    result = measure(command, backend.env(db, env), cwd=tree)
     ended = utcnow()
     longest = None
     detail: dict[str, Any] = {}
     if "--format" in args and "json" in args:
         detail = json.loads(result["out"])
         longest = detail.get("longest_transaction_seconds")
-    return Run(label, result["seconds"], result["rss_mb"], longest, started, ended, db, detail)
+    batches = [
+        json.loads(line[len("BATCH ") :])
+        for line in result["err"].splitlines()
+        if line.startswith("BATCH ")
+    ]
+    return Run(
+        label, result["seconds"], result["rss_mb"], longest, started, ended, db, detail, batches
+    )
 
 
-def bench_backend(backend: Backend, options: argparse.Namespace, env: dict[str, str]) -> list[Run]:
-    seed_db = f"bench_seed_{options.count}"
+def run_floor(backend: Backend, db: str, env: dict[str, str]) -> Run:
+    started = utcnow()
+    result = measure([PYTHON, "-c", FLOOR], backend.env(db, {**env, "PYTHONPATH": str(ROOT)}))
+    ended = utcnow()
+    detail = json.loads(result["out"])
+    return Run(
+        "floor (2 DELETEs, one transaction)",
+        result["seconds"],
+        result["rss_mb"],
+        detail["seconds"],
+        started,
+        ended,
+        db,
+        detail,
+    )
+
+
+def run_with_traffic(
+    backend: Backend,
+    db: str,
+    label: str,
+    args: list[str],
+    env: dict[str, str],
+    pause: float,
+    workdir: Path,
+) -> Run:
+    """``run_command`` while a second process plays the app; its requests are timed."""
+    stop, ready = workdir / f"{db}.stop", workdir / f"{db}.ready"
+    stop.unlink(missing_ok=True)
+    ready.unlink(missing_ok=True)
+    app = subprocess.Popen(
+        [PYTHON, "-c", TRAFFIC, str(stop), str(ready), str(pause)],
+        cwd=ROOT,
+        env=backend.env(db, {**env, "PYTHONPATH": str(ROOT)}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not ready.exists():
+            if app.poll() is not None:
+                raise SystemExit(f"app traffic failed: {app.stderr.read() if app.stderr else ''}")
+            time.sleep(0.05)
+        run = run_command(backend, db, label, args, env)
+    finally:
+        stop.touch()
+        out, err = app.communicate(timeout=300)
+        stop.unlink(missing_ok=True)
+        ready.unlink(missing_ok=True)
+    if app.returncode:
+        raise SystemExit(f"app traffic failed: {err.strip()}")
+    data = json.loads(out)
+    begin, end = run.started.timestamp(), run.ended.timestamp()
+    during = sorted(seconds for at, _kind, seconds in data["requests"] if begin <= at <= end)
+    errors = [e for e in data["errors"] if begin <= e[0] <= end]
+    run.traffic = {
+        "requests": len(during),
+        "errors": len(errors),
+        "error_samples": sorted({e[2] for e in errors})[:3],
+        "median": during[len(during) // 2] if during else None,
+        "p99": during[min(len(during) - 1, int(len(during) * 0.99))] if during else None,
+        "max": during[-1] if during else None,
+    }
+    return run
+
+
+def bench_backend(
+    backend: Backend, options: argparse.Namespace, env: dict[str, str], count: int, order: str
+) -> list[Run]:
+    seed_db = f"bench_seed_{count}" + ("_ordered" if order == "ordered" else "")
     runs: list[Run] = []
     if options.reuse_seed and backend.exists(seed_db):
         print(f"[{backend.name}] reusing {seed_db}", flush=True)
@@ -334,8 +542,9 @@ def bench_backend(backend: Backend, options: argparse.Namespace, env: dict[str, 
                 PYTHON,
                 "manage.py",
                 "seed_demo_tokens",
+                *(["--ordered"] if order == "ordered" else []),
                 "--count",
-                str(options.count),
+                str(count),
                 "--days",
                 "60",
                 "--lifetime",
@@ -348,7 +557,7 @@ def bench_backend(backend: Backend, options: argparse.Namespace, env: dict[str, 
             backend.env(seed_db, env),
         )
         backend.after_seed(seed_db)
-        print(f"[{backend.name}] seeded {options.count} in {seeded['seconds']:.1f} s", flush=True)
+        print(f"[{backend.name}] seeded {count} ({order}) in {seeded['seconds']:.1f} s", flush=True)
 
     for attempt in range(options.report_runs):
         run = run_command(
@@ -358,27 +567,48 @@ def bench_backend(backend: Backend, options: argparse.Namespace, env: dict[str, 
             ["token_report", "--format", "json"],
             env,
         )
+        run.detail = {"count": count, "order": order}
         runs.append(run)
         print(f"[{backend.name}] {run.label}: {run.seconds:.2f} s, {run.rss_mb:.0f} MB", flush=True)
 
     purge = ["token_purge", "--format", "json", "--no-progress"]
-    commands: list[tuple[str, list[str], Path]] = []
+    # (label, arguments, tree, kind): kind is "command", "floor" or "traffic".
+    commands: list[tuple[str, list[str], Path, str]] = []
+    if not options.skip_floor:
+        commands.append(("floor", [], ROOT, "floor"))
     if not options.skip_flush:
-        commands.append(("flushexpiredtokens", ["flushexpiredtokens"], ROOT))
-    commands.append(("token_purge", purge, ROOT))
+        commands.append(("flushexpiredtokens", ["flushexpiredtokens"], ROOT, "command"))
+    commands.append(("token_purge", purge, ROOT, "command"))
     for variant in options.variant:
         label, _, extra = variant.partition("=")
-        commands.append((f"token_purge {label}", [*purge, *shlex.split(extra)], ROOT))
+        # TOKENOPS={...} is JSON: one argument, its quotes kept.
+        words = [extra] if extra.startswith("TOKENOPS=") else shlex.split(extra)
+        commands.append((f"token_purge {label}", [*purge, *words], ROOT, "command"))
     for tree in options.compare_tree:
-        commands.append((f"token_purge @ {tree}", purge, tree.resolve()))
-    for index, (label, args, tree) in enumerate(commands):
+        commands.append((f"token_purge @ {tree}", purge, tree.resolve(), "command"))
+    if options.traffic:
+        commands.append(("token_purge + app traffic", purge, ROOT, "traffic"))
+    for index, (label, args, tree, kind) in enumerate(commands):
         db = f"bench_run{index}"
         backend.copy(seed_db, db, env)
-        run = run_command(backend, db, label, args, env, tree)
+        if kind == "floor":
+            run = run_floor(backend, db, env)
+        elif kind == "traffic":
+            run = run_with_traffic(
+                backend, db, label, args, env, options.traffic_pause, options.workdir
+            )
+        else:
+            run = run_command(backend, db, label, args, env, tree)
+        run.detail["count"], run.detail["order"] = count, order
         runs.append(run)
+        busy = run.longest_contended
         print(
-            f"[{backend.name}] {label}: {run.seconds:.2f} s, {run.rss_mb:.0f} MB, "
-            f"longest transaction {run.longest if run.longest is not None else '-'}",
+            f"[{backend.name}] {count} {order} {run.label}: {run.seconds:.2f} s, "
+            f"{run.rss_mb:.0f} MB, longest transaction "
+            f"{run.longest if run.longest is not None else '-'}"
+            + (f", batches {len(run.batches)}" if run.batches else "")
+            + (f", longest while another writer was active {busy:.3f}" if busy else "")
+            + (f", app traffic {run.traffic}" if run.traffic else ""),
             flush=True,
         )
 
@@ -391,13 +621,18 @@ def bench_backend(backend: Backend, options: argparse.Namespace, env: dict[str, 
 
 
 def check(backend: Backend, seed_db: str, runs: list[Run]) -> None:
-    """Every copy kept the template's not-yet-expired rows and nothing already expired."""
+    """Every copy kept the template's not-yet-expired rows and nothing already expired.
+
+    Only the template's rows are compared (ids up to its largest): the app traffic adds
+    rows of its own during a run.
+    """
     if not runs:
         return
     last_end = max(run.ended for run in runs) + timedelta(seconds=1)
-    expected = fingerprint(backend, seed_db, last_end)
+    upto = max_id(backend, seed_db)
+    expected = fingerprint(backend, seed_db, last_end, upto)
     for run in runs:
-        got = fingerprint(backend, run.database, last_end)
+        got = fingerprint(backend, run.database, last_end, upto)
         before_start = fingerprint(backend, run.database, run.started - timedelta(seconds=1))
         problems = [
             key for key in ("outstanding_later", "blacklisted_later") if got[key] != expected[key]
@@ -406,7 +641,7 @@ def check(backend: Backend, seed_db: str, runs: list[Run]) -> None:
             problems.append(f"{before_start['outstanding_expired'][0]} expired rows left")
         if problems:
             raise SystemExit(f"[{backend.name}] {run.label} left different rows: {problems}")
-    rows = {run.label: fingerprint(backend, run.database, last_end) for run in runs}
+    rows = {run.label: fingerprint(backend, run.database, last_end, upto) for run in runs}
     window = {
         label: f["outstanding_total"][0] - f["outstanding_later"][0] for label, f in rows.items()
     }
@@ -419,36 +654,73 @@ def check(backend: Backend, seed_db: str, runs: list[Run]) -> None:
     )
 
 
-def table(results: dict[str, list[Run]], count: int) -> str:
+def table(results: dict[str, list[Run]]) -> str:
     lines = [
-        f"Tokens: {count:,}",
-        "",
-        "| backend | command | wall s | peak RSS MB | longest transaction s "
+        "| backend | tokens | ids | command | wall s | x floor | batches | peak RSS MB "
+        "| longest transaction s | longest while another writer was active s "
         "| vs flushexpiredtokens |",
-        "|---|---|---:|---:|---:|---|",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for backend, runs in results.items():
-        flush = next((r for r in runs if r.label == "flushexpiredtokens"), None)
         for run in runs:
             if run.label.startswith("token_report"):
                 continue
+            same = [
+                r
+                for r in runs
+                if (r.detail.get("count"), r.detail.get("order"))
+                == (run.detail.get("count"), run.detail.get("order"))
+            ]
+            flush = next((r for r in same if r.label == "flushexpiredtokens"), None)
+            floor = next((r for r in same if r.label.startswith("floor")), None)
             longest = run.longest if run.longest is not None else run.seconds
-            approx = "" if run.longest is not None else " (whole run, one transaction)"
+            approx = "" if run.longest is not None else " (one transaction)"
             ratio = ""
             if flush is not None and run is not flush:
                 ratio = (
                     f"{flush.seconds / run.seconds:.1f}x faster, "
                     f"{flush.rss_mb / run.rss_mb:.0f}x less memory"
                 )
+            over = f"{run.seconds / floor.seconds:.2f}" if floor is not None else "-"
+            busy = run.longest_contended
             lines.append(
-                f"| {backend} | `{run.label}` | {run.seconds:.1f} | {run.rss_mb:.0f} | "
-                f"{longest:.2f}{approx} | {ratio} |"
+                f"| {backend} | {run.detail.get('count', 0):,} | {run.detail.get('order', '')} "
+                f"| `{run.label}` | {run.seconds:.1f} | {over} | {len(run.batches) or '-'} "
+                f"| {run.rss_mb:.0f} | {longest:.2f}{approx} "
+                f"| {f'{busy:.2f}' if busy else '-'} | {ratio} |"
             )
-    lines += ["", "| backend | `token_report` run | wall s | peak RSS MB |", "|---|---|---:|---:|"]
+    traffic = [(b, r) for b, runs in results.items() for r in runs if r.traffic]
+    if traffic:
+        lines += [
+            "",
+            "| backend | tokens | ids | app requests during the purge | errors "
+            "| median s | p99 s | max s | purge wall s |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for backend, run in traffic:
+            t = run.traffic or {}
+
+            def sec(value: float | None) -> str:
+                return "-" if value is None else f"{value:.3f}"
+
+            lines.append(
+                f"| {backend} | {run.detail.get('count', 0):,} | {run.detail.get('order', '')} "
+                f"| {t['requests']} | {t['errors']} | {sec(t['median'])} | {sec(t['p99'])} "
+                f"| {sec(t['max'])} | {run.seconds:.1f} |"
+            )
+    lines += [
+        "",
+        "| backend | tokens | ids | `token_report` run | wall s | peak RSS MB |",
+        "|---|---:|---|---|---:|---:|",
+    ]
     for backend, runs in results.items():
         for run in runs:
             if run.label.startswith("token_report"):
-                lines.append(f"| {backend} | {run.label} | {run.seconds:.2f} | {run.rss_mb:.0f} |")
+                lines.append(
+                    f"| {backend} | {run.detail.get('count', 0):,} | "
+                    f"{run.detail.get('order', '')} | {run.label} | {run.seconds:.2f} "
+                    f"| {run.rss_mb:.0f} |"
+                )
     return "\n".join(lines)
 
 
@@ -456,7 +728,28 @@ def main() -> None:
     if not sys.platform.startswith("linux"):
         raise SystemExit("bench_purge.py measures with resource.getrusage: Linux only.")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument(
+        "--count", default="1000000", help="Tokens to seed; comma-separated for several sizes."
+    )
+    parser.add_argument(
+        "--order",
+        default="scattered",
+        help="Comma-separated: scattered (issue times at random over the ids) and/or ordered "
+        "(ids follow creation time, expired rows first, as in a real table).",
+    )
+    parser.add_argument(
+        "--traffic",
+        action="store_true",
+        help="Also run token_purge while a second process plays the app (login, refresh, "
+        "logout through simplejwt) and report that traffic's latency and errors.",
+    )
+    parser.add_argument(
+        "--traffic-pause",
+        type=float,
+        default=0.05,
+        help="Seconds the app waits between its login-refresh-logout rounds.",
+    )
+    parser.add_argument("--skip-floor", action="store_true", help="Do not measure the floor.")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--backends",
@@ -471,7 +764,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="LABEL=ARGS",
-        help="Also run token_purge with these extra arguments (repeatable).",
+        help="Also run token_purge with these extra arguments (repeatable); an argument "
+        'TOKENOPS={"KEY": value} sets TOKENOPS keys for that run only.',
     )
     parser.add_argument(
         "--compare-tree",
@@ -500,15 +794,23 @@ def main() -> None:
     unknown = [name for name in names if name not in available]
     if unknown:
         parser.error(f"unknown backend(s) {', '.join(unknown)}: use {', '.join(available)}")
+    counts = [int(part) for part in options.count.split(",")]
+    orders = [part.strip() for part in options.order.split(",")]
+    if set(orders) - {"scattered", "ordered"}:
+        parser.error("--order: scattered and/or ordered")
     results: dict[str, list[Run]] = {}
     for name in names:
         backend, port = available[name]
         if port is not None and not reachable(port):
             print(f"[{name}] server on 127.0.0.1:{port} not reachable: skipped", flush=True)
             continue
-        results[backend.name] = bench_backend(backend, options, env)
+        for count in counts:
+            for order in orders:
+                results.setdefault(backend.name, []).extend(
+                    bench_backend(backend, options, env, count, order)
+                )
     print()
-    print(table(results, options.count))
+    print(table(results))
     if options.json:
         options.json.write_text(
             json.dumps(
@@ -519,6 +821,10 @@ def main() -> None:
                             "seconds": r.seconds,
                             "rss_mb": r.rss_mb,
                             "longest_transaction_seconds": r.longest,
+                            "longest_contended_seconds": r.longest_contended,
+                            "batches": len(r.batches),
+                            "traffic": r.traffic,
+                            **{k: r.detail.get(k) for k in ("count", "order")},
                         }
                         for r in runs
                     ]

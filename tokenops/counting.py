@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Q
+from django.db import connections
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    ExpressionWrapper,
+    IntegerField,
+    Q,
+    Value,
+    When,
+)
 from django.utils.translation import gettext_noop
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
@@ -21,6 +31,9 @@ BUCKETS: tuple[tuple[str, timedelta, timedelta | None], ...] = (
     (gettext_noop("7-30 days"), timedelta(days=7), timedelta(days=30)),
     (gettext_noop("> 30 days"), timedelta(days=30), None),
 )
+
+# Backends whose blacklist counts come from the outstanding scan (see count_tokens).
+ONE_SCAN_VENDORS = {"mysql"}
 
 
 @dataclass(frozen=True)
@@ -47,48 +60,129 @@ class UserTokens:
     tokens: int
 
 
-def _aggregate(queryset, expires: str, cutoff: Cutoff, *, by_time_left: bool) -> TableCounts:
-    """One scan: totals, expired, purgeable and the buckets as filtered COUNTs."""
+def _points(cutoff: Cutoff, *, by_time_left: bool) -> list[datetime]:
+    """Every moment a count is bounded by (now, the cutoff, the bucket edges), each once."""
     now = cutoff.now
-    filters = {
-        "total": None,
-        "expired": Q(**{f"{expires}__lte": cutoff.db_now()}),
-        "purgeable": Q(**{f"{expires}__lte": cutoff.db_value()}),
-    }
-    for index, (_label, low, high) in enumerate(BUCKETS):
-        bucket = Q(**{f"{expires}__lte": cutoff.db_value(now - low)})
+    moments = [now, cutoff.moment]
+    for _label, low, high in BUCKETS:
+        moments.append(now - low)
         if high is not None:
-            bucket &= Q(**{f"{expires}__gt": cutoff.db_value(now - high)})
-        filters[f"age{index}"] = bucket
+            moments.append(now - high)
         if by_time_left:
-            left = Q(**{f"{expires}__gt": cutoff.db_value(now + low)})
+            moments.append(now + low)
             if high is not None:
-                left &= Q(**{f"{expires}__lte": cutoff.db_value(now + high)})
-            filters[f"left{index}"] = left
-    row = queryset.aggregate(
-        **{name: Count("pk", filter=condition) for name, condition in filters.items()}
+                moments.append(now + high)
+    return sorted(set(moments))
+
+
+def _table(
+    total: int, upto: dict[datetime, int], cutoff: Cutoff, by_time_left: bool
+) -> TableCounts:
+    """Counts from the rows expiring at or before each moment (``upto``)."""
+    now = cutoff.now
+    expired = upto[now]
+    age = tuple(
+        upto[now - low] - (0 if high is None else upto[now - high]) for _label, low, high in BUCKETS
+    )
+    left = tuple(
+        (total if high is None else upto[now + high]) - upto[now + low]
+        for _label, low, high in BUCKETS
+        if by_time_left
     )
     return TableCounts(
-        total=row["total"],
-        active=row["total"] - row["expired"],
-        expired=row["expired"],
-        purgeable=row["purgeable"],
-        expired_by_age=tuple(row[f"age{index}"] for index in range(len(BUCKETS))),
-        active_by_left=tuple(row[f"left{index}"] for index in range(len(BUCKETS)) if by_time_left),
+        total=total,
+        active=total - expired,
+        expired=expired,
+        purgeable=upto[cutoff.moment],
+        expired_by_age=age,
+        active_by_left=left,
     )
+
+
+def _one_scan(
+    using: str, cutoff: Cutoff, points: list[datetime], names: dict[datetime, str]
+) -> dict[str, int]:
+    """Both tables' counts from one scan of the outstanding rows, grouped by interval.
+
+    Each row falls in the interval between two consecutive moments (one CASE) and is
+    blacklisted or not (``id IN`` the blacklist's token ids, which MariaDB materializes
+    once as an in-memory hash table); the counts "at or before a moment" are then sums
+    of the groups. A dozen groups come back.
+    """
+    slot = Case(
+        *(
+            When(expires_at__lte=cutoff.db_value(moment), then=Value(index))
+            for index, moment in enumerate(points)
+        ),
+        default=Value(len(points)),
+        output_field=IntegerField(),
+    )
+    black = ExpressionWrapper(
+        Q(pk__in=BlacklistedToken.objects.using(using).values("token_id")),
+        output_field=BooleanField(),
+    )
+    groups = (
+        OutstandingToken.objects.using(using)
+        .annotate(slot=slot, black=black)
+        .values("slot", "black")
+        .annotate(rows=Count("pk"))
+        .order_by()
+    )
+    outstanding = [0] * (len(points) + 1)
+    blacklisted = [0] * (len(points) + 1)
+    for group in groups:
+        outstanding[group["slot"]] += group["rows"]
+        if group["black"]:
+            blacklisted[group["slot"]] += group["rows"]
+    row = {"total": sum(outstanding), "black_total": sum(blacklisted)}
+    for index, moment in enumerate(points):
+        row[names[moment]] = sum(outstanding[: index + 1])
+        row[f"black_{names[moment]}"] = sum(blacklisted[: index + 1])
+    return row
 
 
 def count_tokens(using: str, cutoff: Cutoff, *, by_time_left: bool = False) -> TokenCounts:
-    """Counts for both tables, taken at ``cutoff.now``; one scan of each."""
+    """Counts for both tables, taken at ``cutoff.now``.
+
+    Every count is "rows expiring at or before a moment" (an interval is the difference
+    of two), so a table takes one scan with one filtered COUNT per distinct moment: five
+    cheap comparisons a row instead of one range test per figure (SQLite, 1,000,000
+    tokens: 0.41 s instead of 0.63 s). Blacklist rows are counted by joining them to their
+    outstanding rows by primary key, except on MySQL/MariaDB: there those lookups are
+    random reads of a clustered table that is larger than the default buffer pool (a
+    second pass over all of it), so one scan of the outstanding rows counts both tables
+    (``_one_scan``).
+    """
+    points = _points(cutoff, by_time_left=by_time_left)
+    names = {moment: f"upto{index}" for index, moment in enumerate(points)}
+    if connections[using].vendor in ONE_SCAN_VENDORS:
+        row = _one_scan(using, cutoff, points, names)
+    else:
+        row = OutstandingToken.objects.using(using).aggregate(
+            total=Count("pk"),
+            **{
+                name: Count("pk", filter=Q(expires_at__lte=cutoff.db_value(moment)))
+                for moment, name in names.items()
+            },
+        )
+        row |= BlacklistedToken.objects.using(using).aggregate(
+            black_total=Count("pk"),
+            **{
+                f"black_{name}": Count(
+                    "pk", filter=Q(token__expires_at__lte=cutoff.db_value(moment))
+                )
+                for moment, name in names.items()
+            },
+        )
     return TokenCounts(
-        outstanding=_aggregate(
-            OutstandingToken.objects.using(using), "expires_at", cutoff, by_time_left=by_time_left
+        outstanding=_table(
+            row["total"], {m: row[n] for m, n in names.items()}, cutoff, by_time_left
         ),
-        blacklisted=_aggregate(
-            BlacklistedToken.objects.using(using),
-            "token__expires_at",
+        blacklisted=_table(
+            row["black_total"],
+            {m: row[f"black_{n}"] for m, n in names.items()},
             cutoff,
-            by_time_left=by_time_left,
+            by_time_left,
         ),
     )
 

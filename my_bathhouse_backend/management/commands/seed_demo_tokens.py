@@ -89,6 +89,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--seed", type=int, help="Random seed for repeatable data (default: new data each run)."
         )
+        parser.add_argument(
+            "--ordered",
+            action="store_true",
+            help="Issue times follow the ids, as in a real table (expired rows are the low "
+            "ids); default: issue times scattered at random over the ids.",
+        )
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
 
     def handle(
@@ -100,7 +106,8 @@ class Command(BaseCommand):
         lifetime: str,
         blacklisted: float,
         seed: int | None,
-        database: str,
+        ordered: bool = False,
+        database: str = DEFAULT_DB_ALIAS,
         verbosity: int,
         **options: Any,
     ) -> None:
@@ -120,7 +127,18 @@ class Command(BaseCommand):
         now = datetime.now(UTC)
         while made < count:
             size = min(CHUNK, count - made)
-            rows = [self.make_row(rng, rng.choice(user_ids), now, days, life) for _ in range(size)]
+            rows = [
+                self.make_row(
+                    rng,
+                    rng.choice(user_ids),
+                    now,
+                    days,
+                    life,
+                    # Row i of n is issued within the i-th n-th of the period, oldest first.
+                    slot=(made + index, count) if ordered else None,
+                )
+                for index in range(size)
+            ]
             with transaction.atomic(using=database):
                 created = OutstandingToken.objects.using(database).bulk_create(rows)
                 if created and created[0].pk is None:
@@ -155,9 +173,20 @@ class Command(BaseCommand):
         return list(manager.filter(username__in=names).values_list("pk", flat=True))
 
     def make_row(
-        self, rng: random.Random, user_id: Any, now: datetime, days: float, life: timedelta
+        self,
+        rng: random.Random,
+        user_id: Any,
+        now: datetime,
+        days: float,
+        life: timedelta,
+        slot: tuple[int, int] | None = None,
     ) -> OutstandingToken:
-        issued = now - timedelta(seconds=rng.uniform(0, days * 86400))
+        if slot is None:
+            issued = now - timedelta(seconds=rng.uniform(0, days * 86400))
+        else:
+            index, total = slot
+            age = 1 - (index + rng.random()) / total
+            issued = now - timedelta(seconds=age * days * 86400)
         iat = int(issued.timestamp())
         exp = int((issued + life).timestamp())
         jti = uuid.UUID(int=rng.getrandbits(128), version=4).hex
