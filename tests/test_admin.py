@@ -181,6 +181,10 @@ def test_failed_purge_is_an_error_message_and_a_history_row(purger):
         assert [str(m) for m in response.context["messages"]] == [error]
         assert response.context["error"] == error  # the page itself explains, too
         assert response.status_code == 200
+        # ... and still lists the history, the failed run first.
+        assert [(r.outcome, r.shown_class) for r in response.context["runs"]] == [
+            ("failed", "failed")
+        ]
     run = PurgeRun.objects.get()
     assert (run.outcome, run.error) == ("failed", error)
 

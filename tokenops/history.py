@@ -361,7 +361,7 @@ def shown_outcome(run: PurgeRun, running_timeout: timedelta | None) -> str:
     return run.outcome_at(stale_before(datetime.now(UTC), running_timeout))
 
 
-def recent_runs(using: str, limit: int, running_timeout: timedelta) -> list[PurgeRun]:
+def recent_runs(using: str, limit: int, running_timeout: timedelta | None) -> list[PurgeRun]:
     """The last runs, newest first; [] when unreadable.
 
     Each carries its real outcome as ``shown_class`` (the value) and ``shown_outcome``

@@ -415,6 +415,15 @@ def build_report(request: ReportRequest) -> Report:
     )
 
 
+def purge_runs(database: str, limit: int) -> list[PurgeRun]:
+    """The last runs with their real outcome, for a page whose report could not be built."""
+    try:
+        timeout: timedelta | None = get_settings().running_timeout
+    except TokenopsError:
+        timeout = None
+    return recent_runs(database, limit, timeout)
+
+
 def outcome_shown(run: PurgeRun) -> str:
     """A run's real outcome (a silent "running" row was killed); raw if TOKENOPS is bad."""
     try:
