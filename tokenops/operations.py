@@ -124,6 +124,7 @@ def run_purge(
     *,
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
     stop_on: tuple[type[BaseException], ...] = (),
 ) -> PurgeResult:
     """Count, delete what is purgeable (unless a dry run), count again; record it.
@@ -131,8 +132,10 @@ def run_purge(
     ``progress`` is drawn while rows go; ``warn`` receives the one-line warning when the
     history row could not be written (default: the "tokenops" logger). A real purge holds
     the database's purge lock: when another purge has it, the run is recorded as skipped
-    and PurgeSkipped is raised, nothing deleted. ``stop_on`` exceptions (Celery's soft
-    time limit) raised while rows go end the deletion like the time budget does.
+    and PurgeSkipped is raised, nothing deleted. ``stop_requested`` is asked before the
+    first batch and after each one (Celery's soft time limit, turned into a flag); True
+    ends the deletion like the time budget does. ``stop_on`` exceptions raised while rows
+    go end it the same way.
     """
     # A bad TOKENOPS value or a mistyped SQLite path fails before any history row is written.
     conf = get_settings()
@@ -170,6 +173,7 @@ def run_purge(
             sliding_tokens=conf.sliding_tokens,
             max_seconds=max_seconds,
             progress=progress,
+            stop_requested=stop_requested,
             stop_on=stop_on,
         )
 
@@ -221,6 +225,7 @@ def _purge(
     sliding_tokens: str | bool,
     max_seconds: float | None,
     progress: Progress | None,
+    stop_requested: Callable[[], bool] | None,
     stop_on: tuple[type[BaseException], ...],
 ) -> PurgeResult:
     using = request.database
@@ -240,18 +245,27 @@ def _purge(
             stats, after = BatchStats(), before
         else:
             deadline = None if max_seconds is None else clock + max_seconds
-            stats = _delete(
-                using,
-                cutoff,
-                before.outstanding.purgeable,
-                batch_size=batch_size,
-                batch_seconds=batch_seconds,
-                batch_seconds_idle=batch_seconds_idle,
-                progress=progress,
-                recorder=recorder,
-                should_stop=None if deadline is None else (lambda: time.monotonic() >= deadline),
-                stop_on=stop_on,
-            )
+
+            def should_stop() -> bool:
+                if stop_requested is not None and stop_requested():
+                    return True
+                return deadline is not None and time.monotonic() >= deadline
+
+            if stop_requested is not None and stop_requested():
+                stats = BatchStats(stopped=True)
+            else:
+                stats = _delete(
+                    using,
+                    cutoff,
+                    before.outstanding.purgeable,
+                    batch_size=batch_size,
+                    batch_seconds=batch_seconds,
+                    batch_seconds_idle=batch_seconds_idle,
+                    progress=progress,
+                    recorder=recorder,
+                    should_stop=should_stop,
+                    stop_on=stop_on,
+                )
             after = count_tokens(using, cutoff)
         recorder.finished(
             stats.deleted,

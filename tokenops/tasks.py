@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 try:
+    from billiard.pool import SIG_SOFT_TIMEOUT, soft_timeout_sighandler
     from celery import shared_task
     from celery.exceptions import SoftTimeLimitExceeded
     from celery.utils.time import get_exponential_backoff_interval
@@ -90,6 +94,36 @@ def validate_arguments(
     )
 
 
+@contextlib.contextmanager
+def soft_time_limit_as_flag() -> Iterator[Callable[[], bool]]:
+    """Celery's soft time limit, for the purge's duration, as a flag instead of an exception.
+
+    A prefork worker's child raises SoftTimeLimitExceeded from its SIGUSR1 handler, at any
+    bytecode: inside a COMMIT, between a MySQL query and its answer, or inside the history
+    write (which must not fail). Seen on MariaDB: the connection's transaction state left
+    behind the server's, so the run's own history row could not be written. While
+    billiard's handler is the one installed, ours only sets a flag the engine reads after
+    each batch; the purge then ends in order, and billiard's handler comes back after it.
+    """
+    reached = threading.Event()
+    if (
+        SIG_SOFT_TIMEOUT is None  # Windows: no soft time limits at all
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(SIG_SOFT_TIMEOUT) is not soft_timeout_sighandler
+    ):
+        yield reached.is_set
+        return
+
+    def flag(signum: int, frame: object) -> None:
+        reached.set()
+
+    signal.signal(SIG_SOFT_TIMEOUT, flag)
+    try:
+        yield reached.is_set
+    finally:
+        signal.signal(SIG_SOFT_TIMEOUT, soft_timeout_sighandler)
+
+
 @shared_task(
     bind=True,
     name=CELERY_TASK,
@@ -114,7 +148,12 @@ def purge_expired_tokens(
     """
     request = validate_arguments(older_than, batch_size, database, dry_run, max_seconds)
     try:
-        result = run_purge(request, stop_on=(SoftTimeLimitExceeded,))
+        with soft_time_limit_as_flag() as soft_limit_reached:
+            result = run_purge(
+                request, stop_requested=soft_limit_reached, stop_on=(SoftTimeLimitExceeded,)
+            )
+        if soft_limit_reached():
+            logger.warning("token purge task on %r reached its soft time limit", database)
     except PurgeSkipped as exc:
         logger.warning("token purge task on %r skipped: %s", database, exc)
         return {"skipped": True, "database": database, "message": str(exc)}

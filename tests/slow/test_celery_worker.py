@@ -10,6 +10,7 @@ that does not answer fails the tests; it never skips them.
 from __future__ import annotations
 
 import shutil
+import signal
 import sqlite3
 import subprocess
 import time
@@ -152,12 +153,13 @@ def processes(tmp_path: Path) -> Iterator[list[CeleryProcess]]:
 @pytest.fixture
 def start_worker(
     processes: list[CeleryProcess], queue: str, tmp_path: Path
-) -> Callable[[Path], CeleryProcess]:
-    def start(database: Path) -> CeleryProcess:
+) -> Callable[..., CeleryProcess]:
+    def start(database: Path, pool: str = "solo") -> CeleryProcess:
         worker = start_celery(
             "worker",
             [
-                "--pool=solo",
+                f"--pool={pool}",
+                "--concurrency=1",
                 "--loglevel=INFO",
                 f"--queues={queue}",
                 f"--hostname={queue}@%h",
@@ -208,6 +210,46 @@ def test_task_sent_through_redis_purges_exactly_the_purgeable_rows(
     assert result.name == TASK
     assert result.retries == 0
     worker.wait_for_log(f"Task {TASK}[{result.id}] succeeded", 10)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="Celery has no soft time limit here")
+def test_a_soft_time_limit_on_a_prefork_worker_ends_the_purge_in_order(
+    database, start_worker, client, queue
+):
+    """The pool sends SIGUSR1 to its child at the soft limit; the purge stops after a batch."""
+    now = utcnow()
+    insert_tokens(database, [now - timedelta(days=3)] * 200, blacklisted=True)
+    insert_tokens(database, [now - timedelta(days=3)] * 200, blacklisted=False)
+    worker = start_worker(database, pool="prefork")
+
+    # batch_size 4: 100 batches with SQLite's 0.1 s pause after each, well past 1 s.
+    result = client.send_task(
+        TASK,
+        kwargs={"older_than": "1d", "batch_size": 4},
+        queue=queue,
+        soft_time_limit=1,
+        time_limit=60,
+    )
+    value = result.get(timeout=RESULT_TIMEOUT)
+
+    left = query(
+        database,
+        "SELECT (SELECT COUNT(*) FROM token_blacklist_outstandingtoken), "
+        "(SELECT COUNT(*) FROM token_blacklist_blacklistedtoken)",
+    )[0]
+    assert result.state == "SUCCESS"
+    assert value["complete"] is False
+    assert value["remaining"] == {"outstanding": left[0], "blacklisted": left[1]}
+    assert 0 < left[0] < 400
+    assert value["deleted"] == {"outstanding": 400 - left[0], "blacklisted": 200 - left[1]}
+    assert query(
+        database,
+        "SELECT outcome, complete, outstanding_deleted, blacklisted_deleted FROM tokenops_purgerun",
+    ) == [("ok", 0, 400 - left[0], 200 - left[1])]
+    worker.wait_for_log(f"Task {TASK}[{result.id}] succeeded", 10)
+    log = worker.log()
+    assert "token purge task on 'default' reached its soft time limit" in log
+    assert "Traceback" not in log
 
 
 def test_a_failing_purge_is_a_failed_task_not_a_success(tmp_path, start_worker, client, queue):
