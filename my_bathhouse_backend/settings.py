@@ -115,6 +115,9 @@ TOKENOPS = {
     "RUNNING_TIMEOUT": "1h",
     "MAX_SECONDS": None,
     "BATCH_SECONDS_IDLE": None,
+    "ADMIN_PURGE": "auto",
+    "SWEEP_PROBABILITY": 0,
+    "SWEEP_MAX_ROWS": 500,
 }
 
 # Celery (my_bathhouse_backend/celery.py reads every CELERY_* setting).

@@ -180,14 +180,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def measure(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> dict[str, Any]:
+def measure(
+    args: list[str], env: dict[str, str], cwd: Path = ROOT, expected: int = 0
+) -> dict[str, Any]:
     done = subprocess.run(
         [PYTHON, "-c", WRAPPER, *args], capture_output=True, text=True, env=env, cwd=cwd
     )
     if done.returncode != 0:
         raise SystemExit(f"wrapper failed: {done.stderr.strip()}")
     result = json.loads(done.stdout)
-    if result["code"] != 0:
+    if result["code"] != expected:
         raise SystemExit(f"{' '.join(args)} failed ({result['code']}): {result['err'].strip()}")
     return result
 
@@ -433,6 +435,7 @@ def run_command(
     args: list[str],
     env: dict[str, str],
     tree: Path = ROOT,
+    expected: int = 0,
 ) -> Run:
     """Run ``manage.py <args>`` of ``tree`` (its tokenops first on sys.path) on ``db``."""
     started = utcnow()
@@ -444,7 +447,7 @@ def run_command(
         env["BENCH_TOKENOPS"] = overrides[-1][len("TOKENOPS=") :]
     traced = args[0] == "token_purge"
     command = [PYTHON, "-c", RUNNER, *args] if traced else [PYTHON, "manage.py", *args]
-    result = measure(command, backend.env(db, env), cwd=tree)
+    result = measure(command, backend.env(db, env), cwd=tree, expected=expected)
     ended = utcnow()
     longest = None
     detail: dict[str, Any] = {}
@@ -457,7 +460,15 @@ def run_command(
         if line.startswith("BATCH ")
     ]
     return Run(
-        label, result["seconds"], result["rss_mb"], longest, started, ended, db, detail, batches
+        label,
+        result["seconds"],
+        result["rss_mb"],
+        longest,
+        started,
+        ended,
+        db,
+        detail,
+        batches,
     )
 
 
@@ -534,6 +545,7 @@ def bench_backend(
     runs: list[Run] = []
     if options.reuse_seed and backend.exists(seed_db):
         print(f"[{backend.name}] reusing {seed_db}", flush=True)
+        migrate(backend, seed_db, env)  # the code may have a migration the seed lacks
     else:
         backend.create(seed_db)
         migrate(backend, seed_db, env)
@@ -570,6 +582,8 @@ def bench_backend(
         run.detail = {"count": count, "order": order}
         runs.append(run)
         print(f"[{backend.name}] {run.label}: {run.seconds:.2f} s, {run.rss_mb:.0f} MB", flush=True)
+
+    runs += run_checks(backend, seed_db, env, count, order, options.report_runs)
 
     purge = ["token_purge", "--format", "json", "--no-progress"]
     # (label, arguments, tree, kind): kind is "command", "floor" or "traffic".
@@ -617,6 +631,65 @@ def bench_backend(
         backend.drop(f"bench_run{index}")
     if not options.keep_seed:
         backend.drop(seed_db)
+    return runs
+
+
+# token_report --check at full size: (label, extra arguments, exit code). With --older-than
+# 100d nothing in the 60-day seed is purgeable, so with no purge recorded the probe reads
+# the whole table (no index on expires_at); after a complete purge that left the table
+# whole, a stale success makes it ask only the rows added since (through the primary key).
+NEVER_PURGED = (
+    ("token_report --check (never purged, purgeable rows)", [], 4),
+    (
+        "token_report --check (never purged, nothing purgeable: whole-table probe)",
+        ["--older-than", "100d"],
+        0,
+    ),
+)
+STALE = (
+    "token_report --check (stale success, nothing purgeable: watermark)",
+    ["--older-than", "100d"],
+    0,
+)
+
+
+def run_checks(
+    backend: Backend, seed_db: str, env: dict[str, str], count: int, order: str, repeat: int
+) -> list[Run]:
+    db = "bench_check"
+    backend.copy(seed_db, db, env)
+    runs = []
+
+    def timed(label: str, extra: list[str], expected: int) -> None:
+        for attempt in range(repeat):
+            run = run_command(
+                backend,
+                db,
+                f"{label} #{attempt + 1}",
+                ["token_report", "--check", *extra],
+                env,
+                expected=expected,
+            )
+            run.detail = {"count": count, "order": order}
+            runs.append(run)
+            print(f"[{backend.name}] {run.label}: {run.seconds:.2f} s", flush=True)
+
+    for label, extra, expected in NEVER_PURGED:
+        timed(label, extra, expected)
+    # A complete purge that deletes nothing, made stale: the history's last success is old.
+    run_command(backend, db, "token_purge (nothing)", ["token_purge", "--older-than", "100d"], env)
+    connection = backend.connect(db)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(
+            "UPDATE tokenops_purgerun SET started_at = '2000-01-01 00:00:00', "
+            "heartbeat_at = '2000-01-01 00:00:00', finished_at = '2000-01-01 00:00:00'"
+        )
+        connection.commit()
+    finally:
+        connection.close()
+    timed(*STALE)
+    backend.drop(db)
     return runs
 
 

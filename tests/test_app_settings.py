@@ -24,6 +24,14 @@ BAD = [
     ("REPORT_TOP", "ten", "a whole number from 0 to 10000000, got 'ten'."),
     ("SLIDING_TOKENS", "no", "\"auto\", True or False, got 'no'."),
     ("SLIDING_TOKENS", 1, '"auto", True or False, got 1.'),
+    ("BATCH_SIZE", 10**12, "a whole number from 1 to 10000000, got 1000000000000."),
+    ("OLDER_THAN", 7, "a duration string such as '7d', got 7."),
+    (
+        "HISTORY_KEEP",
+        timedelta(days=1),
+        "a duration string such as '7d', got datetime.timedelta(days=1).",
+    ),
+    ("MAX_SECONDS", "x" * 10_000, f"None or a number of seconds above 0, got '{'x' * 40}'...."),
 ]
 DURATIONS = ["OLDER_THAN", "HISTORY_KEEP", "PURGE_WARN_AFTER", "RUNNING_TIMEOUT"]
 
@@ -37,6 +45,84 @@ def test_bad_values_are_one_line_naming_the_key(manage, settings, command, key, 
     assert (result.code, result.out) == (1, "")
     assert result.err == f"CommandError: TOKENOPS['{key}'] must be {message}\n"
     assert not PurgeRun.objects.exists()
+
+
+SHAPE = "TOKENOPS must be a dict of settings such as {'OLDER_THAN': '7d'}, got "
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (["OLDER_THAN"], "['OLDER_THAN']"),
+        (5, "5"),
+        ("OLDER_THAN", "'OLDER_THAN'"),
+        (("OLDER_THAN", "7d"), "('OLDER_THAN', '7d')"),
+        ([], "[]"),
+        ("x" * 10_000, f"'{'x' * 40}'..."),
+    ],
+)
+def test_a_tokenops_that_is_not_a_dict_is_one_line(manage, settings, command, value, shown):
+    settings.TOKENOPS = value
+    result = manage(*command)
+    assert (result.code, result.out) == (1, "")
+    assert result.err == f"CommandError: {SHAPE}{shown}.\n"
+    assert not PurgeRun.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("OLDER_THAN", "7d7d", "TOKENOPS['OLDER_THAN']: Invalid duration '7d7d': give each"),
+        pytest.param(
+            "BATCH_SIZE",
+            10**5000,
+            "TOKENOPS['BATCH_SIZE'] must be a whole number from 1 to 10000000, got <int>.",
+            id="BATCH_SIZE-5000-digits",
+        ),
+        pytest.param(
+            "MAX_SECONDS",
+            10**400,
+            "TOKENOPS['MAX_SECONDS'] must be None or a number of seconds "
+            "above 0, got 1000000000000000000000000000000000000000...",
+            id="MAX_SECONDS-beyond-float",
+        ),
+        (
+            "PURGE_WARN_AFTER",
+            "7" * 10_000 + "d",
+            "TOKENOPS['PURGE_WARN_AFTER']: Duration "
+            f"'{'7' * 40}'... is too large (at most 10 years).",
+        ),
+    ],
+)
+def test_values_are_checked_and_echoed_cut(settings, key, value, message):
+    settings.TOKENOPS = {key: value}
+    with pytest.raises(TokenopsError) as raised:
+        get_settings()
+    assert str(raised.value).startswith(message)
+    assert len(str(raised.value)) < 200
+
+
+def test_leading_zeros_of_a_duration_setting_are_read_by_value(settings):
+    settings.TOKENOPS = {"RUNNING_TIMEOUT": "0000002h", "OLDER_THAN": " 7D"}
+    conf = get_settings()
+    assert (conf.running_timeout, conf.older_than) == (timedelta(hours=2), timedelta(days=7))
+    assert conf.older_than_text == "7d"
+
+
+def test_many_unknown_keys_are_named_up_to_five_and_counted(settings):
+    settings.TOKENOPS = {name: 1 for name in "ABCDEFG"} | {1: 2, "L" * 100: 3}
+    with pytest.raises(TokenopsError) as raised:
+        get_settings()
+    assert str(raised.value) == "Unknown TOKENOPS setting(s): 1, A, B, C, D (+4)"
+
+
+def test_a_long_unknown_key_is_cut(settings):
+    settings.TOKENOPS = {"L" * 100: 3}
+    with pytest.raises(TokenopsError) as raised:
+        get_settings()
+    assert str(raised.value) == f"Unknown TOKENOPS setting(s): {'L' * 40}..."
 
 
 @pytest.mark.django_db(transaction=True)

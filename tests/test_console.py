@@ -10,12 +10,25 @@ import signal
 import sys
 
 import pytest
+from django.db import OperationalError
 
-from tests.utils import project_env, run_manage, sqlite_url
+from tests.utils import (
+    SIGNALS,
+    Result,
+    SignalledAfterTheOutput,
+    SignalledBeforeThePurge,
+    project_env,
+    run_command_object,
+    run_manage,
+    sentinel_handler,
+    sqlite_url,
+)
 from tokenops import console
 from tokenops.console import (
     BarProgress,
     Terminated,
+    interrupt_behind,
+    interrupts_raised,
     login_name,
     make_streams_safe,
     terminal_progress,
@@ -177,3 +190,61 @@ def test_no_login_name_is_an_empty_one(monkeypatch):
 
     monkeypatch.setattr(console.getpass, "getuser", unknown)
     assert login_name() == ""
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_a_signal_before_the_purge_starts_is_130_and_one_line(sentinel_handlers, sig):
+    command = SignalledBeforeThePurge()
+    command.sig = sig
+
+    assert run_command_object(command, "token_purge") == Result(
+        130, "", "CommandError: Interrupted before the purge started: nothing was deleted.\n"
+    )
+    assert [signal.getsignal(s) for s in SIGNALS] == [sentinel_handler] * 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_a_signal_after_the_output_says_nothing_was_lost(sentinel_handlers, sig):
+    command = SignalledAfterTheOutput()
+    command.sig = sig
+
+    done = run_command_object(command, "token_report", "--check")
+    assert (done.code, done.err) == (
+        130,
+        "CommandError: Interrupted after the output was written: nothing was lost.\n",
+    )
+    assert done.out.startswith("OK:"), done.out
+
+
+def test_only_the_first_signal_interrupts_the_rest_wait_for_the_cleanup(sentinel_handlers):
+    with pytest.raises(KeyboardInterrupt) as first, interrupts_raised():
+        try:
+            signal.raise_signal(signal.SIGINT)
+        finally:
+            # The cleanup (history row, the one line) runs on: later signals are ignored.
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGINT)
+    assert type(first.value) is KeyboardInterrupt
+    assert [signal.getsignal(s) for s in SIGNALS] == [sentinel_handler] * 2
+
+
+def test_sigterm_is_terminated_and_an_inherited_ignore_is_kept(sentinel_handlers):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with pytest.raises(Terminated), interrupts_raised():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.raise_signal(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) is sentinel_handler
+
+
+def test_interrupt_behind_finds_the_signal_a_driver_error_hides():
+    interrupt = Terminated()
+    try:
+        try:
+            raise interrupt
+        except KeyboardInterrupt as exc:
+            raise OperationalError("connection in transaction status ACTIVE") from exc
+    except OperationalError as exc:
+        assert interrupt_behind(exc) is interrupt
+    assert interrupt_behind(OperationalError("disk I/O error")) is None

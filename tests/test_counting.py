@@ -1,14 +1,24 @@
 """count_tokens and top_users: aggregate counts taken by the real database."""
 
+import threading
+import uuid
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, connections, transaction
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from my_bathhouse_backend.settings import SIMPLE_JWT
-from tests.utils import make_tokens, utcnow
+from tests.utils import (
+    delete_user_keeping_tokens,
+    make_orphans,
+    make_tokens,
+    stored,
+    utcnow,
+    wait_until,
+)
 from tokenops import counting
 from tokenops.counting import BUCKETS, TableCounts, TokenCounts, UserTokens, count_tokens, top_users
 from tokenops.cutoff import safe_cutoff
@@ -133,8 +143,9 @@ def test_counts_read_the_database_asked_for(now):
 
 
 def test_one_query_per_table_whatever_the_rows(now, spread, django_assert_num_queries):
-    # MySQL/MariaDB: one scan counts both tables.
-    queries = 1 if connection.vendor in counting.ONE_SCAN_VENDORS else 2
+    # MySQL/MariaDB: one scan counts both tables; then one COUNT of the blacklist finds
+    # its orphans.
+    queries = (1 if connection.vendor in counting.ONE_SCAN_VENDORS else 2) + 1
     with django_assert_num_queries(queries):
         count_tokens("default", cutoff_at(now), by_time_left=True)
 
@@ -226,3 +237,87 @@ def test_both_query_shapes_count_exactly_the_same(now, spread, one_scan, monkeyp
             active_by_left=(2, 0, 2, 0),
         ),
     )
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
+@pytest.mark.parametrize("using", ["default", "secondary"])
+def test_orphan_blacklist_rows_are_counted_on_their_own(now, using):
+    """A blacklist row whose outstanding row is gone: in no other figure, counted once."""
+    make_tokens([now - timedelta(hours=1), now + DAY], blacklisted=True, using=using)
+    gone = make_tokens([now - 2 * DAY, now + 2 * DAY, now - 3 * DAY], blacklisted=True, using=using)
+    make_orphans(gone, using)
+
+    counts = count_tokens(using, cutoff_at(now))
+
+    assert counts.orphans == 3
+    assert counts.outstanding == TableCounts(2, 1, 1, 1, (1, 0, 0, 0))
+    assert counts.blacklisted == TableCounts(2, 1, 1, 1, (1, 0, 0, 0))
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
+def test_a_user_id_that_points_to_no_user_is_a_deleted_user(now):
+    carl, dora = users("carl", "dora")
+    make_tokens([now] * 3, user=carl)
+    make_tokens([now] * 2, user=dora)
+    make_tokens([now], user=None)
+    delete_user_keeping_tokens(carl)
+
+    assert top_users("default", 3) == [
+        UserTokens(carl.pk, None, 3),
+        UserTokens(dora.pk, "dora", 2),
+        UserTokens(None, None, 1),
+    ]
+
+
+class PairWriter(threading.Thread):
+    """Inserts outstanding+blacklist pairs, one transaction each, on its own connection."""
+
+    def __init__(self, now: datetime) -> None:
+        super().__init__(daemon=True)
+        self.now = now
+        self.stop = threading.Event()
+        self.pairs = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                with transaction.atomic():
+                    token = OutstandingToken.objects.create(
+                        jti=uuid.uuid4().hex,
+                        token="header.payload.signature",
+                        expires_at=stored(self.now - DAY),
+                    )
+                    BlacklistedToken.objects.create(token=token)
+                self.pairs += 1
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            self.error = exc
+        finally:
+            connections.close_all()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
+def test_counts_under_a_concurrent_writer_are_one_snapshot(now):
+    """Each pair adds one row to each table: counted together, both grow alike.
+
+    Read in separate statements, the blacklist count (read last) saw pairs the
+    outstanding count had missed, and MySQL's orphan count saw "orphans".
+    """
+    make_tokens([now - DAY] * 2000, blacklisted=[True, False] * 1000, user=None)
+    writer = PairWriter(now)
+    writer.start()
+    seen = []
+    try:
+        wait_until(lambda: writer.pairs > 0 or writer.error, timeout=30, what="a first pair")
+        for _ in range(40):
+            counts = count_tokens("default", cutoff_at(now))
+            seen.append(
+                (counts.outstanding.total - 2000, counts.blacklisted.total - 1000, counts.orphans)
+            )
+    finally:
+        writer.stop.set()
+        writer.join(timeout=30)
+    assert writer.error is None
+    assert [(added, added, 0) for added, _black, _orphans in seen] == seen
+    # The writer really wrote while the counts were read.
+    assert len({added for added, _black, _orphans in seen}) > 5

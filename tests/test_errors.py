@@ -4,7 +4,16 @@ import pytest
 from django.db import OperationalError
 
 from tests.utils import project_env, run_manage, sqlite_url
-from tokenops.errors import TokenopsError, database_error, first_line, unknown_alias, unreachable
+from tokenops.errors import (
+    TokenopsError,
+    cut,
+    database_error,
+    first_line,
+    shown,
+    unknown_alias,
+    unreachable,
+)
+from tokenops.models import PurgeRun
 
 COMMANDS = ["token_report", "token_purge"]
 MIGRATE_HINT = "run 'python manage.py migrate --database default'."
@@ -35,13 +44,80 @@ def test_usage_errors_are_one_line_with_exit_2(manage, command, args, message):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("command", COMMANDS)
-def test_unknown_database_alias(manage, command):
+@pytest.mark.parametrize("command", [*COMMANDS, "token_schedule_hint"])
+def test_an_unknown_database_alias_is_a_usage_error_with_exit_2(manage, command):
     result = manage(command, "--database", "nope")
-    assert (result.code, result.out) == (1, "")
+    assert (result.code, result.out) == (2, "")
     assert result.err == (
-        "CommandError: Unknown database alias 'nope' (configured: default, secondary).\n"
+        f"manage.py {command}: error: argument --database: Unknown database alias 'nope' "
+        "(configured: default, secondary).\n"
     )
+    assert not PurgeRun.objects.exists()
+
+
+LONG = "7" * 10_000
+CUT = "7" * 40
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        (
+            "token_purge",
+            ["--older-than", LONG + "d"],
+            f"argument --older-than: Duration '{CUT}'... is too large (at most 10 years).",
+        ),
+        (
+            "token_report",
+            ["--older-than", "x" * 10_000],
+            f"argument --older-than: Invalid duration '{'x' * 40}'...: use a whole number and "
+            "a unit (m, h, d, w), for example 30m, 12h, 7d, 2w or 1w2d.",
+        ),
+        (
+            "token_purge",
+            ["--batch-size", LONG],
+            f"argument --batch-size: expected a whole number from 1 to 10000000, got '{CUT}'...",
+        ),
+        (
+            "token_purge",
+            ["--max-seconds", "y" * 10_000],
+            f"argument --max-seconds: expected a number of seconds above 0, got '{'y' * 40}'...",
+        ),
+        (
+            "token_report",
+            ["--format", "z" * 10_000],
+            f"argument --format: invalid choice: '{'z' * 40}'... (choose from 'table', "
+            "'json', 'csv', 'openmetrics')",
+        ),
+        (
+            "token_purge",
+            ["--database", "d" * 10_000],
+            f"argument --database: Unknown database alias '{'d' * 40}'... (configured: "
+            "default, secondary).",
+        ),
+        ("token_report", ["w" * 10_000], f"unrecognized arguments: {'w' * 40}..."),
+    ],
+)
+def test_echoed_input_is_cut(manage, command, args, message):
+    result = manage(command, *args)
+    assert (result.code, result.out) == (2, "")
+    assert result.err == f"manage.py {command}: error: {message}\n"
+
+
+def test_shown_quotes_and_cuts_any_value():
+    assert shown("abc") == "'abc'"
+    assert shown("a" * 41) == f"'{'a' * 40}'..."
+    assert shown("\x1b[2J\r\n") == "'\\x1b[2J\\r\\n'"
+    assert shown(10**12) == "1000000000000"
+    assert shown(list(range(100))) == "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1..."
+    # Beyond Python's int-to-str limit, repr itself fails: the type is named instead.
+    assert shown(10**5000) == "<int>"
+
+
+def test_cut_keeps_short_text_whole():
+    assert cut("x" * 40) == "x" * 40
+    assert cut("x" * 41) == "x" * 40 + "..."
 
 
 @pytest.mark.django_db(transaction=True)

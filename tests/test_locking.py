@@ -134,7 +134,7 @@ def test_a_dry_run_takes_no_lock():
 def test_the_lock_is_free_again_after_a_purge_and_after_a_failed_one():
     expired_and_active()
     assert run_command("token_purge", "-v", "0").code == 0
-    assert run_command("token_purge", "--database", "nowhere").code == 1
+    assert run_command("token_purge", "--database", "nowhere").code == 2
     with purge_lock("default") as held:
         assert held is True
 
@@ -176,10 +176,11 @@ def test_the_admin_purge_says_so_and_deletes_nothing():
     assert len(messages) == 1
     level, text = messages[0]
     assert level == "warning"
-    assert text.startswith("Another purge is running on database 'default' since ")
-    assert text.endswith(" UTC (command, cron): nothing was done.")
+    # The page sees the running purge in the history and starts nothing at all.
+    assert text.startswith("A purge is already running on database “default” since ")
+    assert text.endswith(" UTC (Command: cron): nothing else was started.")
     assert snapshot() == before
-    assert PurgeRun.objects.get(outcome="skipped").trigger == "admin"
+    assert list(PurgeRun.objects.values_list("outcome", flat=True)) == ["running"]
 
 
 def test_lock_names_and_files():

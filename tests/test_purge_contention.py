@@ -138,7 +138,9 @@ def test_batches_shrink_while_another_connection_writes_and_grow_when_it_stops(m
     assert all(b.target == IDLE for b in after)
     growing = [(a.rows, b.rows) for a, b in itertools.pairwise(after)]
     assert all(later == 2 * earlier for earlier, later in growing[:-1]), growing
-    assert stats.longest_contended == max(b.seconds for b in busy)
+    # Contended batches may go on past trace[10] (the writer's last commits): all count.
+    assert stats.longest_contended == max(b.seconds for b in trace if b.contended)
+    assert stats.longest_contended >= max(b.seconds for b in busy)
 
     # Every row the app wrote is there, the purge left both tables consistent.
     rows = OutstandingToken.objects.using("secondary")

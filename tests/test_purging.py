@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from datetime import timedelta
 
 import pytest
@@ -11,8 +13,12 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from tests.utils import (
     database_url,
+    driver_error,
+    make_orphans,
     make_tokens,
     orphan_blacklist_rows,
+    other_driver_errors,
+    out_of_space_errors,
     project_env,
     run_manage,
     utcnow,
@@ -208,3 +214,78 @@ def test_token_purge_succeeds_where_flushexpiredtokens_fails():
     assert data["after"] == {"outstanding": LIVE, "blacklisted": 100}
     assert OutstandingToken.objects.count() == LIVE
     assert BlacklistedToken.objects.count() == 100
+
+
+# Orphan blacklist rows (their outstanding row gone, foreign-key checks off): they
+# blacklist nothing, have no expiry, and every purge deletes them.
+
+
+@pytest.mark.parametrize("using", ["default", "secondary"])
+def test_orphan_blacklist_rows_are_deleted_and_nothing_else(using):
+    now = utcnow()
+    live = make_tokens([now + DAY] * 3, blacklisted=True, using=using)
+    make_orphans(make_tokens([now + DAY] * 25, blacklisted=True, using=using), using)
+    heard: list[purging.Deleted] = []
+
+    stats = purging.delete_purgeable(
+        using, safe_cutoff(timedelta(0)), batch_size=10, on_deleted=heard.append
+    )
+
+    assert stats.deleted == purging.Deleted(orphans=25)
+    assert heard == [purging.Deleted(orphans=10)] * 2 + [purging.Deleted(orphans=5)]
+    assert orphan_blacklist_rows(using) == 0
+    live_pks = sorted(t.pk for t in live)
+    assert sorted(BlacklistedToken.objects.using(using).values_list("token_id", flat=True)) == (
+        live_pks
+    )
+    assert sorted(OutstandingToken.objects.using(using).values_list("pk", flat=True)) == live_pks
+
+
+def test_orphans_go_after_the_purgeable_rows_and_not_when_stopped():
+    now = utcnow()
+    make_tokens([now - DAY] * 4, blacklisted=True)
+    make_orphans(make_tokens([now - DAY] * 2, blacklisted=True))
+
+    stopped = purging.delete_purgeable(
+        "default", safe_cutoff(timedelta(0)), batch_size=2, should_stop=lambda: True
+    )
+    assert stopped.deleted == purging.Deleted(outstanding=2, blacklisted=2)
+    assert orphan_blacklist_rows() == 2
+
+    rest = purging.delete_purgeable("default", safe_cutoff(timedelta(0)))
+    assert rest.deleted == purging.Deleted(outstanding=2, blacklisted=2, orphans=2)
+    assert BlacklistedToken.objects.count() == 0
+
+
+@pytest.mark.parametrize("index", range(len(out_of_space_errors())))
+def test_out_of_space_on_postgres_and_mariadb_is_recognised(index):
+    assert purging.is_out_of_space(driver_error(out_of_space_errors()[index]))
+
+
+def test_other_errors_are_not_out_of_space():
+    for error in other_driver_errors():
+        assert not purging.is_out_of_space(driver_error(error))
+    assert not purging.is_out_of_space(ValueError("database or disk is full"))
+
+
+def test_sqlite_full_is_recognised(tmp_path):
+    """A real SQLITE_FULL: a database held to three pages by max_page_count."""
+    with closing(sqlite3.connect(tmp_path / "full.sqlite3")) as db:
+        db.execute("CREATE TABLE t (x TEXT)")
+        db.execute("PRAGMA max_page_count = 3")
+        with pytest.raises(sqlite3.OperationalError) as raised:
+            db.execute("INSERT INTO t VALUES (?)", ("x" * 20000,))
+    assert str(raised.value) == "database or disk is full"
+    assert purging.is_out_of_space(driver_error(raised.value))
+
+
+def test_out_of_space_suggests_the_largest_batch_that_fit():
+    error = driver_error(sqlite3.OperationalError("database or disk is full"))
+    assert str(purging.out_of_space("default", error, fitted=200, failed=1)) == (
+        "Database 'default' is out of space (database or disk is full): free disk space, or "
+        "run token_purge again with --batch-size 200."
+    )
+    assert str(purging.out_of_space("default", error, fitted=0, failed=1)) == (
+        "Database 'default' is out of space (database or disk is full), even for a batch of "
+        "one row: free disk space, then run token_purge again."
+    )

@@ -12,13 +12,15 @@ from tokenops.counting import TableCounts, TokenCounts, UserTokens
 from tokenops.cutoff import FROM_OPTION, FROM_SETTING, LEEWAY, OLDER_THAN, SLIDING, Cutoff
 from tokenops.history import PurgeStatus
 from tokenops.models import PurgeRun
-from tokenops.operations import PurgeRequest, PurgeResult, Report, run_purge
+from tokenops.operations import Health, PurgeRequest, PurgeResult, Report, run_purge
 from tokenops.purging import BatchStats, Deleted
 from tokenops.rendering import (
     age_rows,
+    check_line,
     cutoff_line,
     last_purge_line,
     overdue_warning,
+    printable,
     purge_dict,
     purge_headline,
     render_purge,
@@ -132,6 +134,7 @@ REPORT_DICT = {
     "sliding_window_seconds": None,
     "outstanding": {"total": 7, "active": 2, "expired": 5, "purgeable": 4},
     "blacklisted": {"total": 3, "active": 1, "expired": 2, "purgeable": 1},
+    "orphaned_blacklisted": 0,
     "expired_by_age": [
         {"age": "< 1 day", "outstanding": 2, "blacklisted": 2},
         {"age": "1-7 days", "outstanding": 1, "blacklisted": 0},
@@ -225,6 +228,7 @@ PURGE_DICT = {
     "purgeable": {"outstanding": 4, "blacklisted": 1},
     "deleted": {"outstanding": 4, "blacklisted": 1},
     "after": {"outstanding": 3, "blacklisted": 2},
+    "orphaned_blacklisted": {"before": 0, "deleted": 0, "after": 0},
     "batches": 2,
     "longest_transaction_seconds": 0.1235,
     "seconds": 1.5,
@@ -511,3 +515,89 @@ def test_russian_plural_forms(n):
         "Работает ли ещё очистка по расписанию?"
     )
     assert f"{users} с наибольшим числом выданных токенов" in top  # noqa: RUF001
+
+
+# Orphan blacklist rows: their own line, shown only when there are some.
+
+ORPHANED_REPORT = replace(REPORT, counts=replace(COUNTS, orphans=12))
+ORPHANS_NOTE = (
+    "orphaned: blacklist rows whose outstanding token row is gone; they blacklist nothing, "
+    "and a purge deletes them."
+)
+
+
+def test_report_table_has_an_orphan_line_when_there_are_some():
+    assert render_report(ORPHANED_REPORT, "table").splitlines()[3:9] == [
+        "tokens         total    active    expired    purgeable",
+        "-----------  -------  --------  ---------  -----------",
+        "outstanding        7         2          5            4",
+        "blacklisted        3         1          2            1",
+        "orphaned          12         -          -           12",
+        ORPHANS_NOTE,
+    ]
+
+
+def test_report_json_and_csv_count_orphans():
+    assert report_dict(ORPHANED_REPORT)["orphaned_blacklisted"] == 12
+    assert render_report(ORPHANED_REPORT, "csv").splitlines()[-1] == "orphaned_blacklisted,12,,,12"
+
+
+def test_purge_table_and_json_show_deleted_orphans():
+    result = replace(
+        RESULT,
+        before=replace(COUNTS, orphans=5),
+        stats=replace(RESULT.stats, deleted=Deleted(4, 1, orphans=5)),
+    )
+    assert render_purge(result, "table").splitlines()[5:] == [
+        "outstanding         7            4          4        3",
+        "blacklisted         3            1          1        2",
+        "orphaned            5            5          5        0",
+        ORPHANS_NOTE,
+    ]
+    assert purge_dict(result)["orphaned_blacklisted"] == {"before": 5, "deleted": 5, "after": 0}
+
+
+# Control characters from data are made visible in tables and lines, never sent raw.
+
+HOSTILE = "eve\x1b[2J\rroot      99\nmallory"
+
+
+def test_printable_escapes_control_characters_only():
+    assert printable(HOSTILE) == "eve\\x1b[2J\\rroot      99\\nmallory"
+    assert printable("Jürgen\tIvan\u202egnp.exe\u2028") == ("Jürgen\\tIvan\\u202egnp.exe\\u2028")
+    assert printable("DOMAIN\\ivan Ivan 😀") == "DOMAIN\\ivan Ivan 😀"
+
+
+def test_a_hostile_user_name_is_one_escaped_row_in_the_table_and_exact_in_json_and_csv():
+    report = replace(REPORT, top_users=[UserTokens(5, HOSTILE, 3)], history=None)
+    table = render_report(report, "table")
+    assert "\x1b" not in table and "\r" not in table
+    assert table.splitlines()[-3:] == [
+        "user                                 tokens",
+        "---------------------------------  --------",
+        "eve\\x1b[2J\\rroot      99\\nmallory         3",
+    ]
+    assert json.loads(render_report(report, "json"))["top_users"][0]["username"] == HOSTILE
+
+
+def test_who_started_a_purge_and_its_error_are_escaped():
+    run = PurgeRun(
+        started_at=LAST_RUN.started_at,
+        finished_at=LAST_RUN.finished_at,
+        trigger=PurgeRun.Trigger.COMMAND,
+        started_by="ops\x1b[31m\n",
+        outstanding_deleted=10,
+        blacklisted_deleted=3,
+    )
+    assert last_purge_line(replace(HISTORY, last_success=run)) == (
+        "Last successful purge: 2026-01-13 12:00:08 UTC (command, ops\\x1b[31m\\n), "
+        "10 outstanding tokens and 3 blacklisted tokens deleted."
+    )
+    failed = PurgeRun(
+        started_at=NOW, trigger=PurgeRun.Trigger.COMMAND, outcome="failed", error="boom\r\x1b[K"
+    )
+    health = Health("default", "failed", NOW, failed, "failed", NOW, timedelta(days=14))
+    assert check_line(health) == (
+        "ATTENTION: the latest purge on database 'default', started at 2026-01-15 12:00:05 "
+        "UTC, failed: boom\\r\\x1b[K"
+    )

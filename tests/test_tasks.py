@@ -20,6 +20,7 @@ from django.test import override_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from tests.utils import utcnow
+from tokenops.app_settings import MAX_ROWS
 from tokenops.errors import TokenopsError
 from tokenops.models import PurgeRun
 from tokenops.operations import PurgeRequest
@@ -155,6 +156,15 @@ def test_a_bad_older_than_setting_fails_the_task_and_deletes_nothing(rows):
     assert remaining() == purged | kept
 
 
+def test_validate_arguments_takes_batch_sizes_up_to_the_commands_bound():
+    assert validate_arguments(None, MAX_ROWS, "default", False).batch_size == MAX_ROWS
+    with pytest.raises(TokenopsError) as raised:
+        validate_arguments(None, MAX_ROWS + 1, "default", False)
+    assert str(raised.value) == (
+        "batch_size must be a whole number from 1 to 10000000, got 10000001."
+    )
+
+
 def test_validate_arguments_leaves_the_defaults_to_the_settings():
     assert validate_arguments(None, None, "default", False) == PurgeRequest(
         "default", older_than=None, batch_size=None, dry_run=False, trigger="task"
@@ -181,8 +191,32 @@ def test_batch_size_and_database_are_honoured(rows):
     [
         ({"older_than": "banana"}, "Invalid duration 'banana'"),
         ({"older_than": 7}, "older_than must be a duration string"),
-        ({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0."),
-        ({"batch_size": "100"}, "batch_size must be a whole number of at least 1, got '100'."),
+        ({"batch_size": 0}, "batch_size must be a whole number from 1 to 10000000, got 0."),
+        (
+            {"batch_size": "100"},
+            "batch_size must be a whole number from 1 to 10000000, got '100'.",
+        ),
+        # The command's bound: on PostgreSQL 10**12 lost the run's history row.
+        (
+            {"batch_size": 10**12},
+            "batch_size must be a whole number from 1 to 10000000, got 1000000000000.",
+        ),
+        pytest.param(
+            {"batch_size": 10**5000},
+            "batch_size must be a whole number from 1 to 10000000, got <int>.",
+            id="batch_size-5000-digits",
+        ),
+        (
+            {"older_than": "7" * 10_000 + "d"},
+            f"Duration '{'7' * 40}'... is too large (at most 10 years).",
+        ),
+        ({"older_than": "7d7d"}, "Invalid duration '7d7d': give each unit at most once"),
+        pytest.param(
+            {"max_seconds": 10**400},
+            "max_seconds must be a number of seconds above 0, got 1000",
+            id="max_seconds-beyond-float",
+        ),
+        ({"database": "x" * 10_000}, f"Unknown database alias '{'x' * 40}'... (configured"),
         ({"dry_run": "false"}, "dry_run must be true or false, got 'false'."),
         ({"database": "nosuch"}, "Unknown database alias 'nosuch'"),
     ],

@@ -19,6 +19,7 @@ from django.utils import timezone as dj_timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from tests.utils import (
+    make_orphans,
     make_tokens,
     orphan_blacklist_rows,
     project_env,
@@ -196,13 +197,14 @@ def test_bad_arguments_are_one_line_and_touch_nothing(manage, args, message):
     assert snapshot() == before
 
 
-def test_unknown_database_alias(manage):
+def test_an_unknown_database_alias_is_a_usage_error(manage):
     population()
     before = snapshot()
     result = manage("token_purge", "--database", "nope")
-    assert (result.code, result.out) == (1, "")
+    assert (result.code, result.out) == (2, "")
     assert result.err == (
-        "CommandError: Unknown database alias 'nope' (configured: default, secondary).\n"
+        "manage.py token_purge: error: argument --database: Unknown database alias 'nope' "
+        "(configured: default, secondary).\n"
     )
     assert snapshot() == before
 
@@ -519,3 +521,32 @@ def test_unreachable_server():
     assert done.stderr.startswith("CommandError: Cannot reach database 'default': ")
     assert done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
+
+
+ORPHANS_NOTE = (
+    "orphaned: blacklist rows whose outstanding token row is gone; they blacklist nothing, "
+    "and a purge deletes them."
+)
+
+
+def test_orphan_blacklist_rows_are_purged_and_shown(manage):
+    population()
+    make_orphans(make_tokens([utcnow() + DAY] * 3, blacklisted=True, user=None))
+
+    dry = manage("token_purge", "--dry-run")
+    assert (dry.code, dry.err) == (0, "")
+    assert dry.out.splitlines()[5:] == [
+        "outstanding         6            3          0        6",
+        "blacklisted         2            1          0        2",
+        "orphaned            3            3          0        3",
+        ORPHANS_NOTE,
+    ]
+    assert orphan_blacklist_rows() == 3
+
+    result = manage("token_purge", "--format", "json")
+    assert (result.code, result.err) == (0, "")
+    data = json.loads(result.out)
+    assert data["orphaned_blacklisted"] == {"before": 3, "deleted": 3, "after": 0}
+    assert data["deleted"] == {"outstanding": 3, "blacklisted": 1}
+    assert orphan_blacklist_rows() == 0
+    assert BlacklistedToken.objects.count() == 1

@@ -4,10 +4,11 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import override_settings
 
 from my_bathhouse_backend.settings import SIMPLE_JWT
-from tests.utils import utcnow
+from tests.utils import delete_user_keeping_tokens, make_orphans, make_tokens, utcnow
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
 
@@ -174,3 +175,73 @@ def test_database_option_reads_the_other_database(manage, make_tokens, report_po
     data = report(manage, "--database", "secondary")
     assert data["database"] == "secondary"
     assert data["outstanding"] == {"total": 1, "active": 0, "expired": 1, "purgeable": 1}
+
+
+@pytest.mark.parametrize("using", ["default", "secondary"])
+def test_orphans_and_users_that_are_gone_have_their_own_lines(manage, using):
+    """Rows left by foreign-key checks off: counted as orphans, shown as deleted users."""
+    now = utcnow()
+    users = get_user_model()._default_manager.db_manager(using)
+    zoe, gone = users.create(username="zoe"), users.create(username="gone")
+    make_tokens([now - timedelta(days=2)] * 2, blacklisted=True, user=zoe, using=using)
+    make_tokens([now + timedelta(days=2)] * 3, user=gone, using=using)
+    make_orphans(make_tokens([now] * 4, blacklisted=True, user=zoe, using=using), using)
+    delete_user_keeping_tokens(gone, using)
+
+    table = manage("token_report", "--database", using, "--top", "2")
+    data = report(manage, "--database", using)
+
+    assert (table.code, table.err) == (0, "")
+    assert table.out.splitlines()[3:9] == [
+        "tokens         total    active    expired    purgeable",
+        "-----------  -------  --------  ---------  -----------",
+        "outstanding        5         3          2            2",
+        "blacklisted        2         0          2            2",
+        "orphaned           4         -          -            4",
+        "orphaned: blacklist rows whose outstanding token row is gone; they blacklist "
+        "nothing, and a purge deletes them.",
+    ]
+    assert table.out.splitlines()[-8:] == [
+        "user              tokens",
+        "--------------  --------",
+        "(deleted user)         3",
+        "zoe                    2",
+        "",
+        "In-app sweeps are off.",
+        "",
+        "Last successful purge: none recorded.",
+    ]
+    assert data["orphaned_blacklisted"] == 4
+    assert data["top_users"][0] == {"user_id": gone.pk, "username": None, "tokens": 3}
+
+
+HOSTILE = "eve\x1b[2J\x1b[H\rroot 1\nmallory"
+
+
+def test_a_hostile_user_name_is_escaped_in_the_table_and_exact_in_json_and_csv(manage):
+    make_tokens([utcnow()] * 2, user=get_user_model()._default_manager.create(username=HOSTILE))
+
+    table = manage("token_report", "--top", "1")
+    data = report(manage, "--top", "1")
+
+    assert (table.code, table.err) == (0, "")
+    assert table.out.splitlines()[-7:] == [
+        "user                                 tokens",
+        "---------------------------------  --------",
+        "eve\\x1b[2J\\x1b[H\\rroot 1\\nmallory         2",
+        "",
+        "In-app sweeps are off.",
+        "",
+        "Last successful purge: none recorded.",
+    ]
+    assert not any(char in table.out for char in "\x1b\r")
+    assert data["top_users"][0]["username"] == HOSTILE
+
+
+def test_an_unknown_database_alias_exits_2(manage):
+    result = manage("token_report", "--check", "--database", "nope")
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        "manage.py token_report: error: argument --database: Unknown database alias 'nope' "
+        "(configured: default, secondary).\n"
+    )

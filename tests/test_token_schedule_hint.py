@@ -221,11 +221,14 @@ def test_root_from_the_current_directory_when_no_base_dir(manage, tmp_path, monk
     ]
 
 
-def test_unknown_database_is_a_warning(manage):
+def test_unknown_database_is_a_usage_error(manage):
     result = manage("token_schedule_hint", "--platform", "linux", "--database", "nope")
 
-    assert result.code == 0
-    assert "Warning: Unknown database alias 'nope'" in result.err
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        "manage.py token_schedule_hint: error: argument --database: Unknown database alias "
+        "'nope' (configured: default, secondary).\n"
+    )
 
 
 @pytest.mark.slow
@@ -323,9 +326,10 @@ def test_install_on_an_unmigrated_database_says_to_migrate(tmp_path):
 
 def test_install_refuses_an_unknown_database_alias(manage):
     result = manage(*INSTALL, "--database", "nope")
-    assert (result.code, result.out) == (1, "")
+    assert (result.code, result.out) == (2, "")
     assert result.err == (
-        "CommandError: Unknown database alias 'nope' (configured: default, secondary).\n"
+        "manage.py token_schedule_hint: error: argument --database: Unknown database alias "
+        "'nope' (configured: default, secondary).\n"
     )
     assert not PeriodicTask.objects.exists()
 

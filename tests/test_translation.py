@@ -174,9 +174,10 @@ def test_counts_take_the_russian_plural_form(manage, n):
 @russian
 def test_errors_in_russian(manage):
     result = manage("token_purge", "--database", "nope")
-    assert (result.code, result.out) == (1, "")
+    assert (result.code, result.out) == (2, "")
     assert result.err == (
-        "CommandError: Неизвестный псевдоним базы данных 'nope' (настроены: default, secondary).\n"
+        "manage.py token_purge: error: argument --database: Неизвестный псевдоним базы данных "
+        "'nope' (настроены: default, secondary).\n"
     )
     result = manage("token_report", "--older-than", "5x")
     assert (result.code, result.out) == (2, "")
@@ -191,7 +192,8 @@ def test_errors_in_russian(manage):
 def test_english_stays_english(manage):
     result = manage("token_purge", "--database", "nope")
     assert result.err == (
-        "CommandError: Unknown database alias 'nope' (configured: default, secondary).\n"
+        "manage.py token_purge: error: argument --database: Unknown database alias 'nope' "
+        "(configured: default, secondary).\n"
     )
 
 
@@ -208,8 +210,8 @@ def test_admin_page_in_russian():
     assert 'value="Пробный запуск"' in page
     assert "Последняя успешная очистка: записей нет." in page
     assert (
-        " UTC (её задаёт TOKENOPS[&#x27;OLDER_THAN&#x27;]; TOKENOPS[&#x27;OLDER_THAN&#x27;] 0m, "
-        "LEEWAY 0m).</p>"
+        " UTC. Её задаёт настройка TOKENOPS[&#x27;OLDER_THAN&#x27;] "
+        "(TOKENOPS[&#x27;OLDER_THAN&#x27;] = 0m; SIMPLE_JWT[&#x27;LEEWAY&#x27;] = 0m).</p>"
     ) in page
 
 

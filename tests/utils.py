@@ -7,23 +7,27 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import closing, contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import ManagementUtility
 from django.db import connections
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+from tokenops.management.commands import token_purge, token_report
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -190,6 +194,35 @@ def orphan_blacklist_rows(using: str = "default") -> int:
     return BlacklistedToken.objects.using(using).exclude(token_id__in=ids).count()
 
 
+def without_foreign_keys(using: str = "default") -> Any:
+    """The database's foreign-key checks off, as SQL by hand may have them.
+
+    SQLite (PRAGMA foreign_keys=OFF) and MySQL (FOREIGN_KEY_CHECKS=0) allow it; PostgreSQL
+    enforces every foreign key, so the rows this makes cannot exist there: the test is
+    skipped. Needs autocommit (``transactional_db``): SQLite ignores the pragma inside a
+    transaction.
+    """
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        pytest.skip("PostgreSQL enforces foreign keys: no orphan row can be committed")
+    assert not connection.in_atomic_block, "needs transactional_db"
+    return connection.constraint_checks_disabled()
+
+
+def make_orphans(tokens: Iterable[OutstandingToken], using: str = "default") -> None:
+    """Delete these outstanding rows and keep their blacklist rows (foreign keys off)."""
+    with without_foreign_keys(using):
+        OutstandingToken.objects.using(using).filter(pk__in=[t.pk for t in tokens])._raw_delete(
+            using
+        )
+
+
+def delete_user_keeping_tokens(user: Any, using: str = "default") -> None:
+    """Delete a user row and keep its tokens' user_id pointing at it (foreign keys off)."""
+    with without_foreign_keys(using):
+        type(user)._default_manager.using(using).filter(pk=user.pk)._raw_delete(using)
+
+
 def wait_until(condition: Callable[[], T], *, timeout: float, what: str, every: float = 0.02) -> T:
     """Poll ``condition`` until it returns something truthy (returned); fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -286,3 +319,231 @@ def build_wheel(out: Path) -> Path:
     )
     (built,) = out.glob("tokenops-*.whl")
     return built
+
+
+def finished_admin_purge(using: str = "default", timeout: float = 60) -> Any:
+    """Wait for the admin's background purge thread of ``using`` to end; its history row.
+
+    The thread closes its own connection when done, so the row is read afterwards.
+    """
+    from tokenops.admin import background_purge
+    from tokenops.models import PurgeRun
+
+    thread = wait_until(lambda: background_purge(using), timeout=5, what="the purge thread")
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the admin purge still runs after {timeout} s"
+    return (
+        PurgeRun.objects.using(using).filter(dry_run=False).order_by("-started_at", "-pk").first()
+    )
+
+
+def full_pipe() -> tuple[int, int]:
+    """A pipe whose buffer is already full: (read end, write end), both blocking.
+
+    A process given the write end as stdout blocks in its first write, as behind a
+    reader that stopped reading (``| less`` left open, a stuck log shipper).
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        while True:
+            os.write(write_end, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write_end, True)
+    return read_end, write_end
+
+
+def drain(read_end: int) -> bytes:
+    """Everything in a pipe whose writers are all gone; closes ``read_end``."""
+    chunks = []
+    with os.fdopen(read_end, "rb") as pipe:
+        while chunk := pipe.read(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def kernel_wait(pid: int) -> str:
+    """Where the kernel has process ``pid`` waiting (Linux /proc/<pid>/wchan), "" if running."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text().strip("0\n")
+    except OSError:
+        return ""
+
+
+def blocked_writing_pipe(process: subprocess.Popen) -> bool:
+    """The process sleeps in a write to a full pipe (or has already ended)."""
+    return process.poll() is not None or kernel_wait(process.pid).endswith("pipe_write")
+
+
+def holds_file_lock(pid: int, path: Path) -> bool:
+    """Process ``pid`` holds an flock/fcntl lock on ``path`` (Linux /proc/locks)."""
+    if not path.exists():
+        return False
+    inode = f":{path.stat().st_ino}"
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" ("->" marks a waiter)
+        fields = [field for field in fields if field != "->"]
+        if len(fields) > 5 and fields[4] == str(pid) and fields[5].endswith(inode):
+            return True
+    return False
+
+
+def start_into_full_pipe(*args: str, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """``manage.py <args>`` with stdout a full pipe nobody reads; the process, the read end."""
+    read_end, write_end = full_pipe()
+    try:
+        process = subprocess.Popen(
+            [PYTHON, str(ROOT / "manage.py"), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write_end)
+    return process, read_end
+
+
+def signal_when_writing(
+    process: subprocess.Popen, read_end: int, sig: int
+) -> tuple[int, str, bytes]:
+    """Send ``sig`` once the process sleeps writing its output to the full pipe.
+
+    Exit code, stderr, and all the pipe held at the end (the prefill included).
+    """
+    wait_until(lambda: blocked_writing_pipe(process), timeout=120, what="the blocked write")
+    if process.poll() is None:
+        process.send_signal(sig)
+    _out, err = process.communicate(timeout=60)
+    return process.returncode, err, drain(read_end)
+
+
+def expired_and_live(purgeable: int, live: int = 5, using: str = "default") -> None:
+    """``purgeable`` blacklisted tokens expired 2 days ago and ``live`` active ones, no user."""
+    now = utcnow()
+    make_tokens([now - timedelta(days=2)] * purgeable, blacklisted=True, user=None, using=using)
+    make_tokens([now + timedelta(days=2)] * live, user=None, using=using)
+
+
+def run_command_object(command: Any, *args: str) -> Result:
+    """Run a command instance's command line (``run_from_argv``) in this process.
+
+    For commands a test derives from the real ones; streams are captured as in
+    ``run_command``.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        command.stdout._out, command.stderr._out = out, err
+        try:
+            command.run_from_argv(["manage.py", *args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+# The signals a command line turns into one interruption.
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Sentinel(Exception):
+    """Raised by the handler a test installs first: the command's guard must replace it."""
+
+
+def sentinel_handler(signum: int, frame: Any) -> None:
+    raise Sentinel(signum)
+
+
+class SignalledBeforeThePurge(token_purge.Command):
+    """The real token_purge; ``sig`` arrives as handle() begins, before the purge."""
+
+    sig = signal.SIGINT
+
+    def handle(self, **options: Any) -> None:
+        signal.raise_signal(self.sig)
+        super().handle(**options)
+
+
+class SignalledAfterTheOutput(token_report.Command):
+    """The real token_report; ``sig`` arrives once its output is written."""
+
+    sig = signal.SIGINT
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        output = super().execute(*args, **options)
+        signal.raise_signal(self.sig)
+        return output
+
+
+def fill_up(folder: Path, leave: int = 0) -> None:
+    """Fill ``folder``'s file system with a file, leaving about ``leave`` bytes free."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:  # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
+
+
+def sqlite_rows(path: Path, query: str) -> list[tuple[Any, ...]]:
+    """``query``'s rows from the SQLite file ``path``, read outside Django."""
+    import sqlite3
+
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute(query).fetchall()
+
+
+def driver_error(error: Exception) -> Exception:
+    """``error`` as Django raises it: its own OperationalError, the driver's as the cause."""
+    from django.db import OperationalError
+
+    try:
+        raise OperationalError(*error.args) from error
+    except OperationalError as wrapped:
+        return wrapped
+
+
+def out_of_space_errors() -> list[Exception]:
+    """The drivers' own out-of-space errors, as PostgreSQL and MariaDB report them."""
+    import MySQLdb
+    import psycopg
+
+    return [
+        psycopg.errors.DiskFull('could not extend file "base/1/2": No space left on device'),
+        psycopg.errors.OutOfMemory("out of memory"),
+        MySQLdb.OperationalError(1114, "The table 'token_blacklist_outstandingtoken' is full"),
+        MySQLdb.OperationalError(1021, "Disk full (/tmp/#sql_1.MAI); waiting for someone"),
+        MySQLdb.OperationalError(3, "Error writing file './ib' (Errcode: 28 \"No space left\")"),
+        MySQLdb.OperationalError(1206, "The total number of locks exceeds the lock table size"),
+        MySQLdb.OperationalError(1197, "Multi-statement transaction required more than"),
+    ]
+
+
+def other_driver_errors() -> list[Exception]:
+    """Driver errors that are not about space (a deadlock, a permission)."""
+    import MySQLdb
+    import psycopg
+
+    return [
+        psycopg.errors.DeadlockDetected("deadlock detected"),
+        MySQLdb.OperationalError(3, "Error writing file './x' (Errcode: 13 \"Permission denied\")"),
+        MySQLdb.OperationalError(1213, "Deadlock found when trying to get lock"),
+    ]
+
+
+def login(client: Any, username: str = "alice", password: str = "pw") -> Any:  # noqa: S107
+    """POST the example project's token-obtain endpoint; the response (200: a token pair)."""
+    return client.post("/api/token/", {"username": username, "password": password})
+
+
+def refresh(client: Any, token: str) -> Any:
+    """POST the refresh endpoint (rotation on: a new refresh token, the old one blacklisted)."""
+    return client.post("/api/token/refresh/", {"refresh": token})

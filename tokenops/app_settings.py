@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -10,7 +11,7 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 
 from .durations import parse_duration
-from .errors import TokenopsError
+from .errors import TokenopsError, cut, shown
 
 DEFAULTS: dict[str, Any] = {
     # How long past its safe expiry a token row is kept (a duration such as "7d").
@@ -37,10 +38,28 @@ DEFAULTS: dict[str, Any] = {
     # Time budget of a purge, in seconds: it stops after the batch during which the
     # budget ran out (the next run continues); None: no budget.
     "MAX_SECONDS": None,
+    # How the admin's "Purge now" runs the purge outside the request: "celery" sends the
+    # Celery task, "thread" runs it in a thread of the web process, "auto" is "celery" when
+    # Celery is installed and CELERY_BROKER_URL is set, else "thread".
+    "ADMIN_PURGE": "auto",
+    # In-app sweeps: the chance (0.0-1.0) that issuing a token also deletes a few purgeable
+    # rows after its transaction commits; 0 turns sweeping off.
+    "SWEEP_PROBABILITY": 0,
+    # Rows one sweep deletes at most (and the oldest ids it looks at).
+    "SWEEP_MAX_ROWS": 500,
 }
 
+ADMIN_PURGE_CHOICES = ("auto", "celery", "thread")
 
+
+# The one bound of every row count a user gives (--batch-size, --top, BATCH_SIZE,
+# REPORT_TOP, the Celery task's batch_size): far above any useful batch, and far below
+# the 32-bit integer columns of the purge history.
 MAX_ROWS = 10_000_000
+# A sweep runs inside a login or a refresh: its window stays small.
+MAX_SWEEP_ROWS = 10_000
+# Unknown keys named in one error line at most; the rest are counted.
+SHOWN_KEYS = 5
 
 
 @dataclass(frozen=True)
@@ -59,24 +78,35 @@ class TokenopsSettings:
     # SQLite's purge target while no other connection writes; None: the engine's default.
     batch_seconds_idle: float | None = None
     max_seconds: float | None = None
+    admin_purge: str = "auto"
+    # In-app sweeps on token issuance (0.0: off) and the rows one sweep deletes at most.
+    sweep_probability: float = 0.0
+    sweep_max_rows: int = 500
 
 
 def _invalid(key: str, expected: str, value: Any) -> TokenopsError:
     return TokenopsError(
         _("TOKENOPS['%(key)s'] must be %(expected)s, got %(value)s.")
-        % {"key": key, "expected": expected, "value": repr(value)}
+        % {"key": key, "expected": expected, "value": shown(value)}
     )
 
 
 def _duration(key: str, value: Any) -> timedelta:
+    if not isinstance(value, str):
+        raise _invalid(key, _("a duration string such as '7d'"), value)
     try:
-        return parse_duration(str(value))
+        return parse_duration(value)
     except TokenopsError as exc:
         raise TokenopsError(f"TOKENOPS['{key}']: {exc}") from exc
 
 
+def is_row_count(value: Any, low: int) -> bool:
+    """A whole number of rows from ``low`` to MAX_ROWS (not a bool), wherever it comes from."""
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= MAX_ROWS
+
+
 def _whole(key: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_ROWS:
+    if not is_row_count(value, low):
         raise _invalid(
             key,
             _("a whole number from %(low)s to %(high)s") % {"low": low, "high": MAX_ROWS},
@@ -86,10 +116,37 @@ def _whole(key: str, value: Any, low: int) -> int:
 
 
 def is_budget(value: Any) -> bool:
-    """A time budget in seconds: a real number above 0 (not a bool, not NaN or infinity)."""
-    return (
-        not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < float("inf")
-    )
+    """A time budget in seconds: a real number above 0 (not a bool, not NaN or infinity).
+
+    An int too large for a float (10**400) is refused here, not by float() later.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return False
+    return 0 < seconds < float("inf")
+
+
+def is_probability(value: Any) -> bool:
+    """A real number from 0 to 1 (not a bool, not NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value <= 1
+
+
+def _user_settings() -> Mapping[Any, Any]:
+    """``settings.TOKENOPS``, which must be a dict: a list or a string would be read as keys."""
+    user = getattr(settings, "TOKENOPS", None)
+    if user is None:
+        return {}
+    if not isinstance(user, Mapping):
+        raise TokenopsError(
+            _("TOKENOPS must be a dict of settings such as {'OLDER_THAN': '7d'}, got %(value)s.")
+            % {"value": shown(user)}
+        )
+    return user
 
 
 def get_settings() -> TokenopsSettings:
@@ -97,12 +154,13 @@ def get_settings() -> TokenopsSettings:
 
     Every problem is one TokenopsError naming the key, before anything is written.
     """
-    user: dict[str, Any] = getattr(settings, "TOKENOPS", {}) or {}
-    unknown = set(user) - set(DEFAULTS)
+    user = _user_settings()
+    unknown = sorted(str(name) for name in user if name not in DEFAULTS)
     if unknown:
-        raise TokenopsError(
-            _("Unknown TOKENOPS setting(s): %(names)s") % {"names": ", ".join(sorted(unknown))}
-        )
+        more = len(unknown) - SHOWN_KEYS
+        listed = ", ".join(cut(name) for name in unknown[:SHOWN_KEYS])
+        listed += f" (+{more})" if more > 0 else ""
+        raise TokenopsError(_("Unknown TOKENOPS setting(s): %(names)s") % {"names": listed})
     merged = {**DEFAULTS, **user}
     seconds = merged["BATCH_SECONDS"]
     if seconds is not None and (
@@ -122,9 +180,24 @@ def get_settings() -> TokenopsSettings:
     budget = merged["MAX_SECONDS"]
     if budget is not None and not is_budget(budget):
         raise _invalid("MAX_SECONDS", _("None or a number of seconds above 0"), budget)
+    admin_purge = merged["ADMIN_PURGE"]
+    if admin_purge not in ADMIN_PURGE_CHOICES:
+        raise _invalid("ADMIN_PURGE", _('"auto", "celery" or "thread"'), admin_purge)
+    probability = merged["SWEEP_PROBABILITY"]
+    if not is_probability(probability):
+        raise _invalid("SWEEP_PROBABILITY", _("a number from 0.0 to 1.0"), probability)
+    sweep_rows = merged["SWEEP_MAX_ROWS"]
+    if isinstance(sweep_rows, bool) or not isinstance(sweep_rows, int):
+        sweep_rows = None
+    if sweep_rows is None or not 1 <= sweep_rows <= MAX_SWEEP_ROWS:
+        raise _invalid(
+            "SWEEP_MAX_ROWS",
+            _("a whole number from %(low)s to %(high)s") % {"low": 1, "high": MAX_SWEEP_ROWS},
+            merged["SWEEP_MAX_ROWS"],
+        )
     return TokenopsSettings(
         older_than=_duration("OLDER_THAN", merged["OLDER_THAN"]),
-        older_than_text=str(merged["OLDER_THAN"]).strip().lower(),
+        older_than_text=merged["OLDER_THAN"].strip().lower(),
         batch_size=None if batch_size is None else _whole("BATCH_SIZE", batch_size, 1),
         batch_seconds=None if seconds is None else float(seconds),
         batch_seconds_idle=None if idle is None else float(idle),
@@ -134,4 +207,7 @@ def get_settings() -> TokenopsSettings:
         purge_warn_after=_duration("PURGE_WARN_AFTER", merged["PURGE_WARN_AFTER"]),
         running_timeout=_duration("RUNNING_TIMEOUT", merged["RUNNING_TIMEOUT"]),
         max_seconds=None if budget is None else float(budget),
+        admin_purge=admin_purge,
+        sweep_probability=float(probability),
+        sweep_max_rows=sweep_rows,
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import (
     BooleanField,
     Case,
@@ -50,14 +52,45 @@ class TableCounts:
 @dataclass(frozen=True)
 class TokenCounts:
     outstanding: TableCounts
+    # Blacklist rows whose outstanding row exists (counted by its expiry).
     blacklisted: TableCounts
+    # Blacklist rows whose outstanding row is gone (SQL by hand, or foreign-key checks
+    # off): they blacklist nothing, since simplejwt finds blacklist rows through the
+    # token, and every purge deletes them.
+    orphans: int = 0
 
 
 @dataclass(frozen=True)
 class UserTokens:
     user_id: object | None
+    # None: no such user (deleted, or a user_id that points nowhere).
     username: str | None
     tokens: int
+
+
+# Backends whose read transactions are made REPEATABLE READ (one snapshot for all their
+# statements); SQLite's read transaction is a snapshot already.
+SNAPSHOT_VENDORS = {"postgresql", "mysql"}
+
+
+@contextmanager
+def read_snapshot(using: str) -> Iterator[None]:
+    """Statements inside read one snapshot of the database, so counts agree with each other.
+
+    A read-only transaction at REPEATABLE READ on PostgreSQL and MySQL/MariaDB (Django
+    opens them at READ COMMITTED, where each statement sees the latest commits), a
+    deferred read transaction on SQLite. Inside a caller's transaction the isolation
+    level can no longer be set: the statements run in it as they are.
+    """
+    connection = connections[using]
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic(using=using):
+        if connection.vendor in SNAPSHOT_VENDORS:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
 
 
 def _points(cutoff: Cutoff, *, by_time_left: bool) -> list[datetime]:
@@ -151,29 +184,35 @@ def count_tokens(using: str, cutoff: Cutoff, *, by_time_left: bool = False) -> T
     outstanding rows by primary key, except on MySQL/MariaDB: there those lookups are
     random reads of a clustered table that is larger than the default buffer pool (a
     second pass over all of it), so one scan of the outstanding rows counts both tables
-    (``_one_scan``).
+    (``_one_scan``). All of them, and the count of orphan blacklist rows, read one
+    snapshot (``read_snapshot``): a concurrent writer cannot skew one against another.
     """
     points = _points(cutoff, by_time_left=by_time_left)
     names = {moment: f"upto{index}" for index, moment in enumerate(points)}
-    if connections[using].vendor in ONE_SCAN_VENDORS:
-        row = _one_scan(using, cutoff, points, names)
-    else:
-        row = OutstandingToken.objects.using(using).aggregate(
-            total=Count("pk"),
-            **{
-                name: Count("pk", filter=Q(expires_at__lte=cutoff.db_value(moment)))
-                for moment, name in names.items()
-            },
-        )
-        row |= BlacklistedToken.objects.using(using).aggregate(
-            black_total=Count("pk"),
-            **{
-                f"black_{name}": Count(
-                    "pk", filter=Q(token__expires_at__lte=cutoff.db_value(moment))
-                )
-                for moment, name in names.items()
-            },
-        )
+    with read_snapshot(using):
+        if connections[using].vendor in ONE_SCAN_VENDORS:
+            row = _one_scan(using, cutoff, points, names)
+        else:
+            row = OutstandingToken.objects.using(using).aggregate(
+                total=Count("pk"),
+                **{
+                    name: Count("pk", filter=Q(expires_at__lte=cutoff.db_value(moment)))
+                    for moment, name in names.items()
+                },
+            )
+            row |= BlacklistedToken.objects.using(using).aggregate(
+                black_total=Count("pk"),
+                **{
+                    f"black_{name}": Count(
+                        "pk", filter=Q(token__expires_at__lte=cutoff.db_value(moment))
+                    )
+                    for moment, name in names.items()
+                },
+            )
+        # Both queries above meet blacklist rows through their outstanding row (a join,
+        # or the scan of the outstanding table), so they never see an orphan: the rows
+        # of the blacklist table not among them are the orphans.
+        orphans = BlacklistedToken.objects.using(using).count() - row["black_total"]
     return TokenCounts(
         outstanding=_table(
             row["total"], {m: row[n] for m, n in names.items()}, cutoff, by_time_left
@@ -184,11 +223,16 @@ def count_tokens(using: str, cutoff: Cutoff, *, by_time_left: bool = False) -> T
             cutoff,
             by_time_left,
         ),
+        orphans=orphans,
     )
 
 
 def top_users(using: str, limit: int) -> list[UserTokens]:
-    """Users holding the most outstanding tokens; tokens of deleted users count together."""
+    """Users holding the most outstanding tokens; tokens of deleted users count together.
+
+    A user_id that points to no user (foreign-key checks off) has no name either: it is
+    shown as a deleted user, like the NULL user_id simplejwt leaves when one is deleted.
+    """
     if limit <= 0:
         return []
     rows = list(
@@ -207,7 +251,7 @@ def top_users(using: str, limit: int) -> list[UserTokens]:
     return [
         UserTokens(
             user_id=row["user_id"],
-            username=None if row["user_id"] is None else str(names.get(row["user_id"], "")),
+            username=None if row["user_id"] not in names else str(names[row["user_id"]]),
             tokens=row["tokens"],
         )
         for row in rows

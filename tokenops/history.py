@@ -33,12 +33,17 @@ from .models import PurgeRun
 if TYPE_CHECKING:
     from .counting import TokenCounts
     from .cutoff import Cutoff
+    from .probes import Watermark
     from .purging import Deleted
 
 logger = logging.getLogger("tokenops")
 
-# How often a running purge refreshes its heartbeat (the first batch always does).
-HEARTBEAT_SECONDS = 10.0
+# How often a running purge refreshes its heartbeat (the first batch always does): the
+# admin page's live progress reads it, so a few seconds.
+HEARTBEAT_SECONDS = 2.0
+# Dry runs kept in the history (the newest); each dry run prunes the older ones, so dry
+# runs, which anyone with view access can start, never push real purges out of sight.
+DRY_RUNS_KEPT = 10
 Outcome = PurgeRun.Outcome
 
 
@@ -94,8 +99,15 @@ class PurgeRecorder:
         )
 
     def __enter__(self) -> PurgeRecorder:
-        if not self.row.dry_run and self._write(self._save):
-            self._housekeeping()
+        try:
+            if not self.row.dry_run and self._write(self._save):
+                self._housekeeping()
+        except BaseException as exc:
+            # A signal after the row was inserted: Python skips __exit__ when __enter__
+            # raises, and the row would claim "running" until RUNNING_TIMEOUT.
+            if self.row.pk is not None:
+                self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def __exit__(
@@ -109,7 +121,9 @@ class PurgeRecorder:
         if exc is None:
             row.outcome = Outcome.OK
         else:
-            self.reconnect_if_broken()
+            # Left nothing purgeable only if the count after says so (below).
+            row.complete = False
+            self.reconnect_if_broken(fresh=isinstance(exc, KeyboardInterrupt))
             self._count_deleted()
             if isinstance(exc, Exception):
                 row.outcome = Outcome.FAILED
@@ -121,7 +135,8 @@ class PurgeRecorder:
                     if isinstance(exc, Terminated)
                     else _("Interrupted (Ctrl+C or SIGINT).")
                 )
-        self._write(self._save)
+        if self._write(self._save) and row.dry_run:
+            self._write(self._prune_dry_runs)
         # A failed purge says what failed; a second line about its history would bury it.
         if exc is None and self.problem:
             message = _("the purge history was not recorded in database %(db)s: %(error)s") % {
@@ -146,21 +161,34 @@ class PurgeRecorder:
         if not row.dry_run:
             self._write(self._save)
 
-    def finished(self, deleted: Deleted, after: TokenCounts, *, complete: bool = True) -> None:
+    def finished(
+        self,
+        deleted: Deleted,
+        after: TokenCounts,
+        *,
+        complete: bool = True,
+        mark: Watermark | None = None,
+    ) -> None:
         row = self.row
         row.complete = complete
+        if mark is not None:
+            row.last_token_id, row.next_expiry = mark.last_token_id, mark.next_expiry
         row.outstanding_deleted = deleted.outstanding
         row.blacklisted_deleted = deleted.blacklisted
         row.outstanding_after = after.outstanding.total
         row.blacklisted_after = after.blacklisted.total
 
-    def reconnect_if_broken(self) -> None:
+    def reconnect_if_broken(self, *, fresh: bool = False) -> None:
         """Give the final writes a working connection after an interruption.
 
         A signal can land between a query and its result ("commands out of sync" on
         MySQL) or inside a batch's atomic block after its COMMIT, leaving Django's
         transaction state behind the database's. Outside a caller's own transaction,
         drop such a connection and write on a fresh one.
+
+        ``fresh`` (after a signal) drops a server connection even when it looks usable:
+        psycopg answers Ctrl+C in a query with a cancel request, which can reach the server
+        after that query ended and cancel the next statement, the history row's own.
         """
         try:
             connection = connections[self.using]
@@ -169,7 +197,9 @@ class PurgeRecorder:
             if connection.in_atomic_block:
                 connection.close()  # the half-done block: closing rolls it back
                 connections[self.using] = connections.create_connection(self.using)
-            elif connection.connection is not None and not connection.is_usable():
+            elif connection.connection is not None and (
+                (fresh and connection.vendor != "sqlite") or not connection.is_usable()
+            ):
                 connection.close()
         except Exception:  # an unknown alias or a dead server: the writes will say so
             return
@@ -191,6 +221,7 @@ class PurgeRecorder:
             return  # the database may be what failed
         row.outstanding_after = counted[0].outstanding.total
         row.blacklisted_after = counted[0].blacklisted.total
+        row.complete = counted[0].outstanding.purgeable == counted[0].blacklisted.purgeable == 0
 
     def beat(self, deleted: Deleted) -> None:
         """Count a committed batch; refresh the heartbeat at most every HEARTBEAT_SECONDS."""
@@ -212,6 +243,11 @@ class PurgeRecorder:
             outstanding_deleted=self.deleted_outstanding,
             blacklisted_deleted=self.deleted_blacklisted,
         )
+
+    def _prune_dry_runs(self) -> None:
+        dry_runs = PurgeRun.objects.using(self.using).filter(dry_run=True)
+        kept = list(dry_runs.values_list("pk", flat=True)[:DRY_RUNS_KEPT])
+        dry_runs.exclude(pk__in=kept).delete()
 
     def skipped(self, reason: str) -> None:
         """Record a run that found another purge holding the lock: it did nothing."""

@@ -22,6 +22,7 @@ import hashlib
 import os
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -37,6 +38,9 @@ from .errors import TokenopsError, first_line
 PG_KEY = zlib.crc32(b"tokenops.purge")
 MYSQL_NAME_LIMIT = 64
 LOCK_SUFFIX = ".tokenops-purge.lock"
+
+# How long a purge that found the SQLite lock file taken waits before its second try.
+PROBE_GRACE = 0.02
 
 _memory_locks: dict[str, threading.Lock] = {}
 _memory_guard = threading.Lock()
@@ -110,6 +114,11 @@ def _sqlite_lock(using: str) -> Iterator[bool]:
         ) from exc
     try:
         held = _lock_file(handle)
+        if not held:
+            # A sweep's probe (purge_running) holds the lock for microseconds: look again
+            # before telling this purge that another one runs.
+            time.sleep(PROBE_GRACE)
+            held = _lock_file(handle)
         try:
             yield held
         finally:
@@ -177,3 +186,53 @@ def purge_lock(using: str) -> Iterator[bool]:
     else:  # another backend: a lock for this process at least
         with _memory_lock(f"{os.getpid()}:{using}") as held:
             yield held
+
+
+def purge_running(using: str) -> bool:
+    """Does a purge hold the purge lock of ``using`` now? Asked by every in-app sweep.
+
+    Read-only on the servers (``pg_locks``, ``IS_FREE_LOCK``), so asking never delays a
+    purge. SQLite has no such question: the lock file is tried without waiting and let go
+    at once (a purge that meets this probe tries again after PROBE_GRACE).
+    """
+    connection = connections[using]
+    vendor = connection.vendor
+    if vendor == "postgresql":
+        # pg_try_advisory_lock(bigint) shows as classid = high half, objid = low half.
+        return bool(
+            _scalar(
+                using,
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1 AND granted)",
+                [PG_KEY >> 32, PG_KEY & 0xFFFFFFFF],
+            )
+        )
+    if vendor == "mysql":
+        name = mysql_lock_name(str(connection.settings_dict["NAME"]))
+        return _scalar(using, "SELECT IS_FREE_LOCK(%s)", [name]) == 0
+    if vendor == "sqlite":
+        with _sqlite_lock_probe(using) as held:
+            return not held
+    with _memory_guard:
+        lock = _memory_locks.get(f"{os.getpid()}:{using}")
+    return lock is not None and lock.locked()
+
+
+@contextmanager
+def _sqlite_lock_probe(using: str) -> Iterator[bool]:
+    """The SQLite purge lock taken without waiting (and without the purge's second try)."""
+    path = sqlite_lock_path(using)
+    if path is None:
+        with _memory_guard:
+            lock = _memory_locks.get(using)
+        yield lock is None or not lock.locked()
+        return
+    with open(path, "a+b") as handle:
+        held = _lock_file(handle)
+        try:
+            yield held
+        finally:
+            if held:
+                with suppress(OSError):
+                    _unlock_file(handle)

@@ -54,6 +54,10 @@ class PurgeRun(models.Model):
     error = models.TextField(_("error"), blank=True)
     # False when the run stopped early on purpose (its time budget): the next run continues.
     complete = models.BooleanField(_("complete"), default=True)
+    # Where a complete run left the outstanding table (one snapshot): its highest id and
+    # earliest expiry. token_report --check then asks only the rows added since.
+    last_token_id = models.BigIntegerField(_("last token id"), null=True, blank=True)
+    next_expiry = models.DateTimeField(_("next expiry"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("purge run")
@@ -68,6 +72,28 @@ class PurgeRun(models.Model):
         if self.outcome == self.Outcome.RUNNING and self.heartbeat_at < stale_before:
             return self.Outcome.INTERRUPTED
         return self.outcome
+
+
+class SweepTally(models.Model):
+    """What in-app sweeps deleted, one row per hour: sweeps write no history row each.
+
+    ``hour`` counts hours since the Unix epoch (UTC), so no time zone setting matters;
+    hour 0 holds the folded totals of buckets too old to keep, so the sums over all rows
+    only ever grow (the metrics' counters).
+    """
+
+    hour = models.BigIntegerField(_("hour"), unique=True)
+    outstanding_deleted = models.PositiveBigIntegerField(_("outstanding deleted"), default=0)
+    blacklisted_deleted = models.PositiveBigIntegerField(_("blacklisted deleted"), default=0)
+    # Sweeps that deleted at least one row (a sweep that found nothing writes nothing).
+    sweeps = models.PositiveBigIntegerField(_("sweeps"), default=0)
+
+    class Meta:
+        verbose_name = _("sweep tally")
+        verbose_name_plural = _("sweep tallies")
+
+    def __str__(self) -> str:
+        return f"{self.hour}: {self.outstanding_deleted}"
 
 
 class TokenHygiene(models.Model):

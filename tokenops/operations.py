@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
@@ -22,10 +22,11 @@ from django.utils.translation import gettext as _
 
 from .app_settings import get_settings
 from .checks import ensure_database, ensure_ready
+from .console import interrupt_behind
 from .counting import TokenCounts, UserTokens, count_tokens, top_users
 from .cutoff import FROM_OPTION, FROM_SETTING, Cutoff, safe_cutoff
 from .dbtime import as_utc
-from .errors import PurgeSkipped, TokenopsError, unreachable
+from .errors import PurgeSkipped, TokenopsError, cause_of, unreachable
 from .history import (
     PurgeRecorder,
     PurgeStatus,
@@ -37,8 +38,9 @@ from .history import (
 )
 from .locking import purge_lock
 from .models import PurgeRun
-from .probes import any_purgeable, purgeable_in_range
+from .probes import Watermark, any_purgeable, any_purgeable_since, purgeable_in_range, watermark
 from .purging import IN_DOUBT, BatchStats, Deleted, InDoubt, Progress, delete_purgeable
+from .sweeping import SweepStatus, sweep_status, swept_within
 
 logger = logging.getLogger("tokenops")
 
@@ -55,6 +57,9 @@ class PurgeRequest:
     started_by: str = ""
     # Seconds after which the purge stops at the end of a batch; None: TOKENOPS default.
     max_seconds: float | None = None
+    # A cutoff the starter already showed (the admin's confirmation page): used as it is,
+    # unless the safe cutoff taken when the purge starts is earlier (settings changed).
+    cutoff_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,8 @@ class Report:
     top_users: list[UserTokens]
     history: PurgeStatus | None = None
     runs: tuple[PurgeRun, ...] = ()
+    # In-app sweeps: on or off, and what they deleted (the tally).
+    sweeps: SweepStatus | None = None
 
 
 def _older_than(asked: timedelta | None, setting: timedelta) -> tuple[timedelta, str]:
@@ -239,6 +246,9 @@ def _purge(
             sliding_tokens=sliding_tokens,
             now=started_at,
         )
+        if request.cutoff_at is not None and request.cutoff_at < cutoff.moment:
+            # Never later than the safe cutoff now: no accepted token is ever deleted.
+            cutoff = replace(cutoff, margin=started_at - request.cutoff_at)
         before = count_tokens(using, cutoff)
         recorder.counted(cutoff, before)
         if request.dry_run:
@@ -267,10 +277,13 @@ def _purge(
                     stop_on=stop_on,
                 )
             after = count_tokens(using, cutoff)
+        complete = after.outstanding.purgeable == 0 and after.blacklisted.purgeable == 0
         recorder.finished(
             stats.deleted,
             after,
-            complete=after.outstanding.purgeable == 0 and after.blacklisted.purgeable == 0,
+            complete=complete,
+            # What lets --check skip the old rows: only a complete real purge can vouch for them.
+            mark=watermark(using) if complete and not request.dry_run else None,
         )
     result = PurgeResult(
         dry_run=request.dry_run,
@@ -331,8 +344,8 @@ def _delete(
         if settled is not None:
             committed.append(settled)
             recorder.beat(settled)
-        if not _caused_by(exc, stop_on):
-            interrupt = _cause(exc, (KeyboardInterrupt,))
+        if cause_of(exc, stop_on) is None:
+            interrupt = interrupt_behind(exc)
             if interrupt is not None and interrupt is not exc:
                 # Ctrl+C or SIGTERM inside the driver's wait surfaces as the database error
                 # it caused ("connection in transaction status ACTIVE"): it is still an
@@ -353,22 +366,6 @@ def _delete(
     finally:
         if progress is not None:
             progress.close()
-
-
-def _cause(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
-    """``exc`` or the first exception it was raised while handling that is one of ``kinds``."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while kinds and current is not None and id(current) not in seen:
-        if isinstance(current, kinds):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
-    return _cause(exc, kinds) is not None
 
 
 def _settle_in_doubt(
@@ -417,15 +414,28 @@ def build_report(request: ReportRequest) -> Report:
     runs = (
         recent_runs(using, request.recent_runs, conf.running_timeout) if request.recent_runs else []
     )
+    history = purge_status(
+        using, cutoff.now, counts.outstanding.purgeable, warn_after=conf.purge_warn_after
+    )
+    sweeps = sweep_status(using, conf, cutoff.now)
+    if history.overdue and _sweeps_keep_up(using, cutoff, sweeps, conf.purge_warn_after):
+        history = replace(history, overdue=False)
     return Report(
         database=using,
         cutoff=cutoff,
         counts=counts,
         top_users=top_users(using, top),
-        history=purge_status(
-            using, cutoff.now, counts.outstanding.purgeable, warn_after=conf.purge_warn_after
-        ),
+        history=history,
         runs=tuple(runs),
+        sweeps=sweeps,
+    )
+
+
+def _sweeps_keep_up(using: str, cutoff: Cutoff, sweeps: SweepStatus, warn_after: timedelta) -> bool:
+    """Sweeps are upkeep: they deleted rows within ``warn_after``, and no purgeable row
+    expired before that (so none has waited longer than a scheduled purge would allow)."""
+    return swept_within(sweeps, cutoff.now, warn_after) and not any_purgeable(
+        using, cutoff, expired_before=cutoff.now - warn_after
     )
 
 
@@ -451,6 +461,9 @@ def outcome_shown(run: PurgeRun) -> str:
 HEALTHY_RECENT = "recent"  # a real purge succeeded within PURGE_WARN_AFTER
 HEALTHY_NOTHING = "nothing"  # nothing is purgeable
 HEALTHY_YOUNG = "young"  # never purged, and no purgeable token expired before PURGE_WARN_AFTER
+# No recent purge, but in-app sweeps deleted rows within PURGE_WARN_AFTER and no purgeable
+# token expired before it.
+HEALTHY_SWEPT = "swept"
 ATTENTION_FAILED = "failed"  # the latest real purge failed or was interrupted
 ATTENTION_STALE = "stale"  # the last success is older than PURGE_WARN_AFTER
 ATTENTION_NEVER = "never"  # no success ever, tokens purgeable for PURGE_WARN_AFTER
@@ -504,14 +517,31 @@ def check_health(request: ReportRequest) -> Health:
         return verdict(ATTENTION_FAILED, as_utc(latest.started_at))
     if latest is not None:
         since = as_utc(latest.finished_at or latest.started_at)
-        if now - since <= warn_after or not any_purgeable(using, cutoff):
+        if now - since <= warn_after or not any_purgeable_since(
+            using, cutoff, _recorded_watermark(latest)
+        ):
             return verdict(HEALTHY_RECENT if now - since <= warn_after else HEALTHY_NOTHING, since)
+        if conf.sweep_probability:
+            sweeps = sweep_status(using, conf, now)
+            if _sweeps_keep_up(using, cutoff, sweeps, warn_after):
+                return verdict(HEALTHY_SWEPT, sweeps.last_swept)
         return verdict(ATTENTION_STALE, since)
     # Never purged: overdue once a purgeable token expired more than warn_after ago.
     # (Whether younger ones are purgeable changes nothing: it would cost a second scan.)
     if any_purgeable(using, cutoff, expired_before=now - warn_after):
         return verdict(ATTENTION_NEVER, None)
+    if conf.sweep_probability:
+        sweeps = sweep_status(using, conf, now)
+        if swept_within(sweeps, now, warn_after):
+            return verdict(HEALTHY_SWEPT, sweeps.last_swept)
     return verdict(HEALTHY_YOUNG, None)
+
+
+def _recorded_watermark(run: PurgeRun) -> Watermark | None:
+    """Where ``run`` left the outstanding table, if it was a complete purge that said so."""
+    if not run.complete or run.last_token_id is None:
+        return None
+    return Watermark(run.last_token_id, run.next_expiry)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,14 @@ one query that stops as early as the database lets it (EXISTS, ORDER BY ... LIMI
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
+from django.db.models import Max, Min
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 from .cutoff import Cutoff
+from .dbtime import as_utc
 
 
 def any_purgeable(using: str, cutoff: Cutoff, *, expired_before: datetime | None = None) -> bool:
@@ -24,6 +27,45 @@ def any_purgeable(using: str, cutoff: Cutoff, *, expired_before: datetime | None
     return (
         OutstandingToken.objects.using(using)
         .filter(expires_at__lte=cutoff.db_value(moment))
+        .exists()
+    )
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """The outstanding table's highest id (0: empty) and earliest expiry, in one query."""
+
+    last_token_id: int
+    next_expiry: datetime | None
+
+
+def watermark(using: str) -> Watermark:
+    """One scan (no index on ``expires_at``), paid once at the end of a complete purge."""
+    found = OutstandingToken.objects.using(using).aggregate(
+        last=Max("pk"), earliest=Min("expires_at")
+    )
+    return Watermark(found["last"] or 0, found["earliest"])
+
+
+def any_purgeable_since(
+    using: str,
+    cutoff: Cutoff,
+    mark: Watermark | None,
+    *,
+    expired_before: datetime | None = None,
+) -> bool:
+    """``any_purgeable``, knowing where a complete purge left the table (if it is known).
+
+    Rows up to ``mark.last_token_id`` expire at ``mark.next_expiry`` or later: while that
+    is after the cutoff, only the rows added since can be purgeable, and the primary key
+    finds them without reading the table. simplejwt never changes ``expires_at``.
+    """
+    moment = cutoff.moment if expired_before is None else min(cutoff.moment, expired_before)
+    if mark is None or (mark.next_expiry is not None and as_utc(mark.next_expiry) <= moment):
+        return any_purgeable(using, cutoff, expired_before=expired_before)
+    return (
+        OutstandingToken.objects.using(using)
+        .filter(pk__gt=mark.last_token_id, expires_at__lte=cutoff.db_value(moment))
         .exists()
     )
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from django.db import DatabaseError, OperationalError, connections, transaction
-from django.db.models import Max, QuerySet
+from django.db.models import Exists, Max, OuterRef, QuerySet
+from django.utils.translation import gettext as _
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from .errors import first_line
+from .errors import TokenopsError, first_line
 
 if TYPE_CHECKING:
     from .cutoff import Cutoff
@@ -70,6 +71,8 @@ class Progress(Protocol):
 class Deleted:
     outstanding: int = 0
     blacklisted: int = 0
+    # Blacklist rows whose outstanding row was already gone (see delete_orphans).
+    orphans: int = 0
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,73 @@ class InDoubt:
 
 IN_DOUBT = "tokenops_in_doubt"
 
+# Out of space for one batch: the disk or the table is full (a growing batch needs more
+# rollback journal, undo log or WAL than is left), or a per-transaction resource ran out.
+# The batch rolled back; half of it may fit. SQLite: SQLITE_FULL. PostgreSQL (SQLSTATE):
+# disk_full, out_of_memory. MySQL/MariaDB: ER_RECORD_FILE_FULL "The table is full",
+# ER_DISK_FULL, ER_LOCK_TABLE_FULL (InnoDB lock table), ER_TRANS_CACHE_FULL (binlog cache);
+# EE_WRITE (3) and ER_GET_ERRNO (1030) only with errno 28 (ENOSPC).
+SQLITE_FULL = 13
+POSTGRES_FULL_STATES = frozenset({"53100", "53200"})
+MYSQL_FULL_CODES = frozenset({1114, 1021, 1206, 1197})
+MYSQL_ERRNO_CODES = frozenset({3, 1030})
+ENOSPC_WORDS = ("No space left on device", "Errcode: 28", "error 28 ")
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """The database ran out of space (or a transaction-sized resource) for this batch."""
+    if not isinstance(exc, DatabaseError):
+        return False
+    for error in (exc, exc.__cause__):
+        if error is None:
+            continue
+        code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+        if isinstance(code, int) and code & 0xFF == SQLITE_FULL:
+            return True
+        if str(error).strip() == "database or disk is full":  # SQLite, any Python
+            return True
+        if getattr(error, "sqlstate", None) in POSTGRES_FULL_STATES:  # psycopg 3
+            return True
+        if getattr(error, "pgcode", None) in POSTGRES_FULL_STATES:  # psycopg2
+            return True
+        args = getattr(error, "args", ())
+        if args and isinstance(args[0], int):
+            if args[0] in MYSQL_FULL_CODES:
+                return True
+            message = str(args[1]) if len(args) > 1 else ""
+            if args[0] in MYSQL_ERRNO_CODES and any(w in message for w in ENOSPC_WORDS):
+                return True
+    return False
+
+
+class BatchTooLarge(Exception):
+    """A batch ran out of space and rolled back (outside a caller's transaction): try less."""
+
+
+def out_of_space(using: str, exc: BaseException, fitted: int, failed: int) -> TokenopsError:
+    """The one line for a purge that no batch size gets through, with what to do.
+
+    ``fitted``: the largest batch that committed in this run; ``failed``: the smallest
+    that did not.
+    """
+    values = {"alias": repr(using), "error": first_line(exc.__cause__ or exc)}
+    suggested = fitted or failed // 2
+    if suggested:
+        return TokenopsError(
+            _(
+                "Database %(alias)s is out of space (%(error)s): free disk space, or run "
+                "token_purge again with --batch-size %(size)s."
+            )
+            % {**values, "size": suggested}
+        )
+    return TokenopsError(
+        _(
+            "Database %(alias)s is out of space (%(error)s), even for a batch of one row: "
+            "free disk space, then run token_purge again."
+        )
+        % values
+    )
+
 
 def _delete_batch(
     using: str, blacklist: QuerySet, batch: QuerySet, lower: int, upper: int
@@ -256,6 +326,8 @@ def _delete_batch(
         except BaseException as exc:
             if pending is not None:
                 setattr(exc, IN_DOUBT, InDoubt(lower, upper, pending))
+            if retries and pending is None and is_out_of_space(exc):
+                raise BatchTooLarge from exc
             if not isinstance(exc, OperationalError) or attempt >= retries:
                 raise
             if not is_deadlock(exc):
@@ -303,6 +375,9 @@ def delete_purgeable(
     batch_seconds_idle = max(batch_seconds_idle or DEFAULT_BATCH_SECONDS_IDLE, batch_seconds)
     purgeable = OutstandingToken.objects.using(using).filter(expires_at__lte=cutoff.db_value())
     size = batch_size or FIRST_BATCH
+    # Out of space: batches stay below the smallest size that did not fit.
+    ceiling = MAX_BATCH
+    fitted = 0
     last_pk = 0
     outstanding = blacklisted = batches = 0
     longest = 0.0
@@ -325,7 +400,32 @@ def delete_purgeable(
                 token_id__gt=last_pk, token_id__lte=upper, token__in=batch.values("pk")
             )
             started = time.monotonic()
-            removed_blacklisted, removed = _delete_batch(using, blacklist, batch, last_pk, upper)
+            try:
+                removed_blacklisted, removed = _delete_batch(
+                    using, blacklist, batch, last_pk, upper
+                )
+            except BatchTooLarge as exc:
+                rows = min(size, batch.count())
+                if rows <= 1:
+                    raise out_of_space(using, exc, fitted, rows) from exc.__cause__
+                # Info, not a warning: the run goes on, and its one line is the result.
+                logger.info(
+                    "purge batch of %d rows rolled back (%s); trying %d",
+                    rows,
+                    first_line(exc.__cause__ or exc),
+                    rows // 2,
+                )
+                size = ceiling = rows // 2
+                continue
+            except DatabaseError as exc:
+                # In a caller's transaction (no retry there), or cut in its COMMIT.
+                if not is_out_of_space(exc):
+                    raise
+                error = out_of_space(using, exc, fitted, size)
+                if hasattr(exc, IN_DOUBT):
+                    setattr(error, IN_DOUBT, getattr(exc, IN_DOUBT))
+                raise error from exc
+            fitted = max(fitted, removed)
             elapsed = time.monotonic() - started
             longest = max(longest, elapsed)
             outstanding += removed
@@ -354,13 +454,56 @@ def delete_purgeable(
                 size = next_batch_size(
                     size, removed, elapsed, batch_seconds if contended else batch_seconds_idle
                 )
+            size = min(size, ceiling)
             if should_stop is not None and should_stop():
                 stopped = True
                 break
+    orphans = 0 if stopped else delete_orphans(using, batch_size, on_deleted, should_stop)
     return BatchStats(
-        deleted=Deleted(outstanding=outstanding, blacklisted=blacklisted),
+        deleted=Deleted(outstanding=outstanding, blacklisted=blacklisted, orphans=orphans),
         batches=batches,
         longest_transaction=longest,
         trace=tuple(trace),
         stopped=stopped,
     )
+
+
+# Orphan blacklist rows deleted per transaction at most: narrow rows under one index.
+ORPHAN_BATCH = 10_000
+
+
+def delete_orphans(
+    using: str,
+    batch_size: int | None = None,
+    on_deleted: Callable[[Deleted], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Delete blacklist rows whose outstanding row is gone; return how many went.
+
+    Such rows exist only where foreign-key checks were off (SQLite's default outside
+    Django, MySQL's FOREIGN_KEY_CHECKS=0) or after SQL by hand. They blacklist nothing,
+    since simplejwt finds blacklist rows through their token, and the purge by expiry
+    never meets them (they have none). Primary-key ranges, one transaction each, like
+    the purge itself; ``on_deleted`` hears each committed range, ``should_stop`` is
+    asked after it.
+    """
+    orphans = BlacklistedToken.objects.using(using).filter(
+        ~Exists(OutstandingToken.objects.using(using).filter(pk=OuterRef("token_id")))
+    )
+    size = min(batch_size or ORPHAN_BATCH, ORPHAN_BATCH)
+    last_pk = 0
+    total = 0
+    while True:
+        window = orphans.filter(pk__gt=last_pk).order_by("pk")[:size]
+        upper = window.aggregate(upper=Max("pk"))["upper"]
+        if upper is None:
+            break
+        with transaction.atomic(using=using):
+            removed = orphans.filter(pk__gt=last_pk, pk__lte=upper)._raw_delete(using)
+        total += removed
+        last_pk = upper
+        if on_deleted is not None:
+            on_deleted(Deleted(orphans=removed))
+        if should_stop is not None and should_stop():
+            break
+    return total

@@ -1,7 +1,9 @@
 """Turn reports and purge results into text: tables (tabulate), JSON and CSV.
 
 Only ASCII punctuation is used in tables, so output survives any Windows console code
-page; JSON escapes non-ASCII for the same reason.
+page; JSON escapes non-ASCII for the same reason. Text that comes from data (user names,
+who started a purge, an error) passes ``printable`` before it reaches a table or a line:
+JSON and CSV keep it exact.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,9 +29,32 @@ from .models import PurgeRun
 if TYPE_CHECKING:
     from .history import PurgeStatus
     from .operations import Health, Metrics, PurgeResult, Report
+    from .sweeping import SweepStatus, SweepTotals
 
 TABLE_FORMAT = "simple"
 KINDS = ("outstanding", "blacklisted")
+# The JSON key and CSV name of blacklist rows whose outstanding row is gone.
+ORPHANS = "orphaned_blacklisted"
+# Invisible characters that reorder or hide text: shown escaped like control characters.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _escaped(char: str) -> str:
+    if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI:
+        return repr(char)[1:-1]
+    return char
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters written as escapes (ESC as ``\\x1b``, ``\\n``).
+
+    A user name holding ESC sequences would clear the screen, and ``\\r`` or ``\\n``
+    would forge table rows; Django's username validator refuses them, but the ORM,
+    other authentication backends and custom user models do not.
+    """
+    if text.isprintable():
+        return text
+    return "".join(_escaped(char) for char in text)
 
 
 def when(value: datetime) -> str:
@@ -95,14 +121,26 @@ def kind_label(kind: str) -> str:
     return {
         "outstanding": pgettext("tokens", "outstanding"),
         "blacklisted": pgettext("tokens", "blacklisted"),
+        ORPHANS: pgettext("tokens", "orphaned"),
     }[kind]
 
 
+def orphans_note() -> str:
+    return _(
+        "orphaned: blacklist rows whose outstanding token row is gone; they blacklist "
+        "nothing, and a purge deletes them."
+    )
+
+
 def _summary_rows(counts: TokenCounts, label: Callable[[str], str] = str) -> list[list[Any]]:
-    return [
+    """One row a table; orphan blacklist rows, when there are any, have no expiry (None)."""
+    rows = [
         [label(kind), c.total, c.active, c.expired, c.purgeable]
         for kind, c in zip(KINDS, (counts.outstanding, counts.blacklisted), strict=True)
     ]
+    if counts.orphans:
+        rows.append([label(ORPHANS), counts.orphans, None, None, counts.orphans])
+    return rows
 
 
 # CSV keeps these English names (a file for programs); tables translate them.
@@ -127,6 +165,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         **cutoff_dict(report.cutoff),
         "outstanding": table_counts_dict(counts.outstanding),
         "blacklisted": table_counts_dict(counts.blacklisted),
+        ORPHANS: counts.orphans,
         "expired_by_age": [
             {
                 "age": label,
@@ -140,6 +179,7 @@ def report_dict(report: Report) -> dict[str, Any]:
             for user in report.top_users
         ],
         **history_dict(report.history),
+        **sweeps_dict(report.sweeps),
     }
 
 
@@ -193,7 +233,13 @@ def purgeable_tokens(count: int) -> str:
     }
 
 
-def last_purge_line(status: PurgeStatus) -> str:
+def last_purge_line(
+    status: PurgeStatus,
+    *,
+    who: Callable[[PurgeRun], str] | None = None,
+    moment: Callable[[datetime], str] | None = None,
+) -> str:
+    """The report's last line; the admin page passes its own ``who`` and ``moment`` words."""
     if not status.available:
         return _("Last successful purge: unknown (the purge history cannot be read: %(error)s)") % {
             "error": status.error
@@ -201,16 +247,21 @@ def last_purge_line(status: PurgeStatus) -> str:
     last = status.last_success
     if last is None:
         return _("Last successful purge: none recorded.")
-    by = f", {last.started_by}" if last.started_by else ""
+    if who is None:
+        by = f", {printable(last.started_by)}" if last.started_by else ""
+        trigger = f"{last.get_trigger_display()}{by}"
+    else:
+        trigger = who(last)
+    ended = last.finished_at or last.started_at
     return _(
         # Translators: %(outstanding)s is "10 outstanding tokens", %(blacklisted)s
         # "3 blacklisted tokens".
         "Last successful purge: %(moment)s (%(trigger)s%(by)s), %(outstanding)s "
         "and %(blacklisted)s deleted."
     ) % {
-        "moment": when(as_utc(last.finished_at or last.started_at)),
-        "trigger": last.get_trigger_display(),
-        "by": by,
+        "moment": when(as_utc(ended)) if moment is None else moment(ended),
+        "trigger": trigger,
+        "by": "",
         "outstanding": outstanding_tokens(last.outstanding_deleted or 0),
         "blacklisted": blacklisted_tokens(last.blacklisted_deleted or 0),
     }
@@ -250,7 +301,7 @@ def age_rows(counts: TokenCounts) -> list[tuple[str, int, int]]:
 
 
 def user_label(username: str | None) -> str:
-    return _("(deleted user)") if username is None else username
+    return _("(deleted user)") if username is None else printable(username)
 
 
 def render_report(report: Report, fmt: str) -> str:
@@ -265,12 +316,16 @@ def render_report(report: Report, fmt: str) -> str:
     counts = report.counts
     parts = [
         _("Token report for database '%(database)s' at %(moment)s")
-        % {"database": report.database, "moment": when(report.cutoff.now)},
+        % {"database": printable(report.database), "moment": when(report.cutoff.now)},
         cutoff_line(report.cutoff),
         "",
         tabulate(
-            _summary_rows(counts, kind_label), headers=summary_headers(), tablefmt=TABLE_FORMAT
+            _summary_rows(counts, kind_label),
+            headers=summary_headers(),
+            tablefmt=TABLE_FORMAT,
+            missingval="-",
         ),
+        *([orphans_note()] if counts.orphans else []),
         "",
         _("Expired tokens by time since expiry"),
         tabulate(
@@ -298,6 +353,9 @@ def render_report(report: Report, fmt: str) -> str:
                 tablefmt=TABLE_FORMAT,
             ),
         ]
+    # Upkeep last: what sweeps do, then the last purge (the report's final line).
+    if report.sweeps is not None:
+        parts += ["", sweeps_line(report.sweeps)]
     if report.history is not None:
         parts += ["", last_purge_line(report.history)]
     return "\n".join(parts)
@@ -318,6 +376,11 @@ def purge_dict(result: PurgeResult) -> dict[str, Any]:
             "blacklisted": result.deleted.blacklisted,
         },
         "after": pair(result.after, "total"),
+        ORPHANS: {
+            "before": result.before.orphans,
+            "deleted": result.deleted.orphans,
+            "after": result.after.orphans,
+        },
         "batches": result.stats.batches,
         "longest_transaction_seconds": round(result.stats.longest_transaction, 4),
         "seconds": round(result.seconds, 4),
@@ -370,7 +433,7 @@ def purge_headline(result: PurgeResult) -> str:
         ) % {
             "outstanding": outstanding_tokens(before.outstanding.purgeable),
             "blacklisted": blacklisted_tokens(before.blacklisted.purgeable),
-            "database": result.database,
+            "database": printable(result.database),
         }
     return _(
         # Translators: %(outstanding)s is "5 outstanding tokens", %(blacklisted)s
@@ -380,7 +443,7 @@ def purge_headline(result: PurgeResult) -> str:
     ) % {
         "outstanding": outstanding_tokens(result.deleted.outstanding),
         "blacklisted": blacklisted_tokens(result.deleted.blacklisted),
-        "database": result.database,
+        "database": printable(result.database),
         "seconds": result.seconds,
         "batches": batches(result.stats.batches),
         "longest": result.stats.longest_transaction,
@@ -401,6 +464,17 @@ def render_purge(result: PurgeResult, fmt: str) -> str:
         ]
         for kind in KINDS
     ]
+    orphans = data[ORPHANS]
+    if any(orphans.values()):
+        rows.append(
+            [
+                kind_label(ORPHANS),
+                orphans["before"],
+                orphans["before"],
+                orphans["deleted"],
+                orphans["after"],
+            ]
+        )
     return "\n".join(
         [
             purge_headline(result),
@@ -418,13 +492,14 @@ def render_purge(result: PurgeResult, fmt: str) -> str:
                 ],
                 tablefmt=TABLE_FORMAT,
             ),
+            *([orphans_note()] if any(orphans.values()) else []),
         ]
     )
 
 
 def check_line(health: Health) -> str:
     """The one line of ``token_report --check``: OK or ATTENTION, and why."""
-    values: dict[str, Any] = {"database": health.database}
+    values: dict[str, Any] = {"database": printable(health.database)}
     if health.since is not None:
         values["moment"] = when(health.since)
     reason = health.reason
@@ -432,7 +507,7 @@ def check_line(health: Health) -> str:
         run = health.latest
         assert run is not None
         outcome = PurgeRun.Outcome(health.latest_outcome).label
-        values.update(outcome=outcome, error=run.error or "-")
+        values.update(outcome=outcome, error=printable(run.error or "-"))
         return (
             _(
                 # Translators: %(outcome)s is "failed" or "interrupted".
@@ -470,6 +545,16 @@ def check_line(health: Health) -> str:
             )
             % values
         )
+    if reason == "swept":
+        values["warn_after"] = format_duration(health.warn_after)
+        return (
+            _(
+                "OK: in-app sweeps keep database '%(database)s' clean: they last removed "
+                "tokens in the hour from %(moment)s, and no purgeable token expired more "
+                "than %(warn_after)s ago."
+            )
+            % values
+        )
     return _("OK: nothing is purgeable on database '%(database)s'.") % values
 
 
@@ -496,11 +581,17 @@ def render_openmetrics(metrics: Metrics, *, database_label: str | None = None) -
     base = {} if database_label is None else {"database": database_label}
     lines: list[str] = []
 
-    def family(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
-        lines.append(f"# TYPE {name} gauge")
+    def family(
+        name: str,
+        help_text: str,
+        samples: list[tuple[dict[str, str], float]],
+        kind: str = "gauge",
+    ) -> None:
+        lines.append(f"# TYPE {name} {kind}")
         lines.append(f"# HELP {name} {help_text}")
+        sample = f"{name}_total" if kind == "counter" else name
         for labels, value in samples:
-            lines.append(f"{name}{_labels({**base, **labels})} {_number(value)}")
+            lines.append(f"{sample}{_labels({**base, **labels})} {_number(value)}")
 
     counts = metrics.report.counts
     family(
@@ -557,5 +648,74 @@ def render_openmetrics(metrics: Metrics, *, database_label: str | None = None) -
         "1 while a real purge is running.",
         [({}, 1 if metrics.running else 0)],
     )
+    sweeps = metrics.report.sweeps
+    total = None if sweeps is None else sweeps.total
+    family(
+        "tokenops_sweep_probability",
+        "SWEEP_PROBABILITY: the chance that issuing a token sweeps (0: in-app sweeps off).",
+        [] if sweeps is None else [({}, sweeps.probability)],
+    )
+    family(
+        "tokenops_sweep_deleted",
+        "Rows in-app sweeps deleted, by table (absent: their tally cannot be read).",
+        []
+        if total is None
+        else [
+            ({"table": "outstanding"}, total.outstanding),
+            ({"table": "blacklisted"}, total.blacklisted),
+        ],
+        kind="counter",
+    )
+    family(
+        "tokenops_sweeps",
+        "In-app sweeps that deleted rows.",
+        [] if total is None else [({}, total.sweeps)],
+        kind="counter",
+    )
     lines.append("# EOF")
     return "\n".join(lines)
+
+
+def _totals_dict(totals: SweepTotals | None) -> dict[str, int] | None:
+    if totals is None:
+        return None
+    return {
+        "outstanding": totals.outstanding,
+        "blacklisted": totals.blacklisted,
+        "sweeps": totals.sweeps,
+    }
+
+
+def sweeps_dict(status: SweepStatus | None) -> dict[str, Any]:
+    """The report's "sweeps" key: settings, the last 24 hours, all time (None: unreadable)."""
+    if status is None:
+        return {}
+    return {
+        "sweeps": {
+            "enabled": status.enabled,
+            "probability": status.probability,
+            "max_rows": status.max_rows,
+            "last_24h": _totals_dict(status.last_24h),
+            "total": _totals_dict(status.total),
+            "last_swept": None if status.last_swept is None else status.last_swept.isoformat(),
+            "error": status.error,
+        }
+    }
+
+
+def sweeps_line(status: SweepStatus) -> str:
+    """Whether in-app sweeps are on, and what they removed in the last 24 hours."""
+    if not status.enabled:
+        return _("In-app sweeps are off.")
+    if status.last_24h is None:
+        return _("In-app sweeps are on; their tally cannot be read: %(error)s") % {
+            "error": printable(status.error)
+        }
+    count = status.last_24h.outstanding
+    return ngettext(
+        "In-app sweeps removed %(count)s token in the last 24 h "
+        "(probability %(probability)s, at most %(rows)s rows a sweep).",
+        "In-app sweeps removed %(count)s tokens in the last 24 h "
+        "(probability %(probability)s, at most %(rows)s rows a sweep).",
+        count,
+    ) % {"count": count, "probability": f"{status.probability:g}", "rows": status.max_rows}

@@ -25,6 +25,8 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 try:
@@ -37,9 +39,9 @@ except ImportError as exc:
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
-from .app_settings import is_budget
+from .app_settings import MAX_ROWS, is_budget, is_row_count
 from .durations import parse_duration
-from .errors import PurgeSkipped, TokenopsError, first_line
+from .errors import PurgeSkipped, TokenopsError, first_line, shown
 from .models import PurgeRun
 from .operations import PurgeRequest, run_purge
 from .rendering import purge_dict
@@ -66,23 +68,25 @@ def validate_arguments(
 ) -> PurgeRequest:
     """Arguments arrive as JSON, often typed into the admin: check types, not just values.
 
-    A ``"false"`` string taken as truthy would turn a purge into a silent dry run.
+    A ``"false"`` string taken as truthy would turn a purge into a silent dry run. The
+    bounds are the command's (MAX_ROWS): a larger batch_size would not even fit the
+    history's integer column on PostgreSQL, and the run's row would be lost.
     """
     if older_than is not None and not isinstance(older_than, str):
         raise TokenopsError(
-            f"older_than must be a duration string such as '7d', got {older_than!r}."
+            f"older_than must be a duration string such as '7d', got {shown(older_than)}."
         )
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise TokenopsError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
+    if batch_size is not None and not is_row_count(batch_size, 1):
+        raise TokenopsError(
+            f"batch_size must be a whole number from 1 to {MAX_ROWS}, got {shown(batch_size)}."
+        )
     if not isinstance(database, str):
-        raise TokenopsError(f"database must be a database alias, got {database!r}.")
+        raise TokenopsError(f"database must be a database alias, got {shown(database)}.")
     if not isinstance(dry_run, bool):
-        raise TokenopsError(f"dry_run must be true or false, got {dry_run!r}.")
+        raise TokenopsError(f"dry_run must be true or false, got {shown(dry_run)}.")
     if max_seconds is not None and not is_budget(max_seconds):
         raise TokenopsError(
-            f"max_seconds must be a number of seconds above 0, got {max_seconds!r}."
+            f"max_seconds must be a number of seconds above 0, got {shown(max_seconds)}."
         )
     return PurgeRequest(
         database,
@@ -92,6 +96,21 @@ def validate_arguments(
         trigger=PurgeRun.Trigger.TASK,
         max_seconds=None if max_seconds is None else float(max_seconds),
     )
+
+
+def confirmed_cutoff(value: Any) -> datetime | None:
+    """The ``cutoff_at`` argument as an aware datetime; a naive or unreadable one is refused."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise TokenopsError(
+            f"cutoff_at must be an ISO 8601 moment with a zone, got {str(value)[:40]!r}."
+        )
+    return moment.astimezone(UTC)
 
 
 @contextlib.contextmanager
@@ -140,13 +159,21 @@ def purge_expired_tokens(
     database: str = "default",
     dry_run: bool = False,
     max_seconds: float | None = None,
+    cutoff_at: str | None = None,
+    started_by: str = "",
 ) -> dict[str, Any]:
     """Purge what ``token_purge`` would and return its ``--format json`` dict.
+
+    ``cutoff_at`` (ISO 8601 with a zone) and ``started_by`` come from the admin's "Purge
+    now": the cutoff its user confirmed (used unless the safe cutoff is earlier) and who.
 
     Another purge holding the lock is no failure: the task succeeds at once (no retry)
     with ``{"skipped": true, ...}``. A soft time limit ends the purge like ``max_seconds``.
     """
     request = validate_arguments(older_than, batch_size, database, dry_run, max_seconds)
+    request = replace(
+        request, cutoff_at=confirmed_cutoff(cutoff_at), started_by=str(started_by)[:150]
+    )
     try:
         with soft_time_limit_as_flag() as soft_limit_reached:
             result = run_purge(

@@ -58,6 +58,7 @@ def scheduling_hints(
         else:
             older_than = schedule.older_than or get_settings().older_than_text
             sections.append(celery_hint(schedule, older_than))
+    sections.append(sweep_hint(get_settings().sweep_probability))
     return Hints("\n\n".join(sections), readiness_warnings(project, platforms, schedule.database))
 
 
@@ -343,6 +344,26 @@ def celery_hint(schedule: Schedule, older_than: str, app: str | None = None) -> 
             "Or store the schedule in the database instead of settings:",
             "'python manage.py token_schedule_hint --platform celery --install' creates the",
             "PeriodicTask (django_celery_beat); --uninstall removes it.",
+        ]
+    )
+
+
+def sweep_hint(probability: float) -> str:
+    """The option that needs no scheduler at all, with its trade-off."""
+    state = f"on (SWEEP_PROBABILITY {probability:g})" if probability else "off"
+    return "\n".join(
+        [
+            "== No scheduler at all: in-app sweeps ==",
+            "",
+            "Each token simplejwt issues (login, refresh) may also delete a few purgeable rows",
+            "right after its commit, with the same safe cutoff as token_purge. In settings.py:",
+            "",
+            '    TOKENOPS = {..., "SWEEP_PROBABILITY": 0.1, "SWEEP_MAX_ROWS": 500}',
+            "",
+            "Trade-off: a request that sweeps takes a few milliseconds longer (README), and",
+            "sweeps look only at the oldest rows: run token_purge once for a large backlog, and",
+            "keep a schedule as well if your token lifetimes differ widely.",
+            f"In-app sweeps are {state} here.",
         ]
     )
 

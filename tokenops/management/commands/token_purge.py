@@ -22,6 +22,13 @@ class Command(TokenopsCommand):
         "(expiry + max(--older-than, LEEWAY, sliding window)), blacklist rows first, in short "
         "batches. Safe to interrupt: run it again to finish."
     )
+    interrupted_at_start = gettext_lazy(
+        "Interrupted before the purge started: nothing was deleted."
+    )
+    interrupted_in_output = gettext_lazy(
+        "Interrupted while writing the result: the purge finished and its history row says "
+        "so, but the result was not written in full."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -103,5 +110,6 @@ class Command(TokenopsCommand):
                 ),
                 returncode=INTERRUPTED,
             ) from None
+        self.begin_output()
         if format == "json" or verbosity > 0:
             self.stdout.write(render_purge(result, format))

@@ -67,17 +67,21 @@ class Command(TokenopsCommand):
         database = database or DEFAULT_DB_ALIAS
         if check:
             health = check_health(ReportRequest(database, older_than=older_than, top=0))
+            self.begin_output()
             self.stdout.write(check_line(health))
             if health.attention:
+                self.stdout.flush()
                 # SystemExit, not CommandError: the line is an answer, not an error.
                 raise SystemExit(ATTENTION)
             return
         if format == "openmetrics":
             metrics = build_metrics(ReportRequest(database, older_than=older_than, top=0))
             label = database if given_database else None
+            self.begin_output()
             self.stdout.write(render_openmetrics(metrics, database_label=label))
             return
         report = build_report(ReportRequest(database, older_than=older_than, top=top))
+        self.begin_output()
         self.stdout.write(render_report(report, format))
         if report.history is not None and report.history.overdue:
             self.stderr.write(overdue_warning(report.history))

@@ -1,0 +1,308 @@
+"""Measure in-app sweeps (issue 15): their cost on the token-obtain view, and a simulation.
+
+``latency`` (default): for each backend (SQLite always; PostgreSQL and MariaDB when their
+servers answer) it seeds ``--count`` tokens over 60 days with a 7-day lifetime (about 88%
+expired; ids follow creation time, as in a real table), then times simplejwt's
+token-obtain view through Django's test client in a child process: sweeps off, then
+SWEEP_PROBABILITY 0.1, then 1.0 (SWEEP_MAX_ROWS 500), ``--requests`` logins each, on the
+same database (each sweep finds a full window of dead rows: the most a sweep costs).
+Passwords use the MD5 hasher so the view's own cost is small and the sweep's shows.
+
+``simulate``: the real ``sweep`` function on a real SQLite file with a simulated clock
+(``sweep(now=...)``): tokens issued at a steady rate over simulated weeks (7-day
+lifetime), the table's size against its live tokens; then a backlog of dead rows
+draining, against the rate predicted (probability x SWEEP_MAX_ROWS rows per token).
+
+    python scripts/bench_sweep.py --count 1000000
+    python scripts/bench_sweep.py simulate --backlog 1000000
+
+Databases are named ``bench_sweep_*`` (SQLite files in --workdir) and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_purge import MariaDB, Postgres, SQLite, migrate, reachable  # noqa: E402
+
+CONFIGS = [("off", 0.0), ("p=0.1", 0.1), ("p=1.0", 1.0)]
+
+# The child: one configuration, timed request by request.
+RUNNER = """
+import json, os, statistics, sys, time
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "my_bathhouse_backend.settings")
+import django
+django.setup()
+from django.conf import settings
+from django.test import Client
+from django.test.utils import setup_test_environment
+config = json.loads(os.environ["BENCH_SWEEP"])
+settings.DEBUG = False
+settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+settings.TOKENOPS = {**settings.TOKENOPS, "SWEEP_PROBABILITY": config["probability"],
+                     "SWEEP_MAX_ROWS": config["max_rows"]}
+setup_test_environment()
+from django.contrib.auth import get_user_model
+from tokenops.sweeping import sweep_totals
+users = get_user_model()._default_manager
+user, _ = users.get_or_create(username="bench-sweeper")
+user.set_password("pw"); user.save()
+client = Client()
+def login():
+    started = time.perf_counter()
+    response = client.post("/api/token/", {"username": "bench-sweeper", "password": "pw"})
+    assert response.status_code == 200, response.content
+    return time.perf_counter() - started
+before = sweep_totals("default")
+times = [login() for _ in range(config["requests"])]
+after = sweep_totals("default")
+times.sort()
+print(json.dumps({
+    "median_ms": statistics.median(times) * 1000,
+    "p99_ms": times[int(len(times) * 0.99) - 1] * 1000,
+    "max_ms": times[-1] * 1000,
+    "sweeps": after.sweeps - before.sweeps,
+    "deleted": after.outstanding - before.outstanding,
+}))
+"""
+
+
+def latency(options: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(options.workdir or tempfile.mkdtemp(prefix="bench-sweep-"))
+    backends = {"sqlite": SQLite(workdir), "postgresql": Postgres(), "mariadb": MariaDB()}
+    ports = {"postgresql": 5432, "mariadb": 3306}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env["PYTHONPATH"] = str(ROOT)
+    results: dict[str, Any] = {}
+    for name in options.backends.split(","):
+        backend = backends[name]
+        if name in ports and not reachable(ports[name]):
+            print(f"[{name}] not reachable: skipped", flush=True)
+            continue
+        db = f"bench_sweep_{options.count}"
+        backend.create(db)
+        try:
+            migrate(backend, db, env)
+            started = time.monotonic()
+            seeded = subprocess.run(
+                [PYTHON, "manage.py", "seed_demo_tokens", "--ordered", "--count",
+                 str(options.count), "--days", "60", "--lifetime", "7d", "--blacklisted",
+                 "0.3", "--seed", "1"],
+                env=backend.env(db, env), cwd=ROOT, capture_output=True, text=True,
+            )  # fmt: skip
+            if seeded.returncode:
+                raise SystemExit(f"seeding failed: {seeded.stderr.strip()}")
+            backend.after_seed(db)
+            print(f"[{name}] seeded {options.count} in {time.monotonic() - started:.0f} s")
+            results[name] = {}
+            for label, probability in CONFIGS:
+                config = {
+                    "probability": probability,
+                    "max_rows": options.max_rows,
+                    "requests": options.requests,
+                }
+                done = subprocess.run(
+                    [PYTHON, "-c", RUNNER],
+                    env={**backend.env(db, env), "BENCH_SWEEP": json.dumps(config)},
+                    cwd=ROOT, capture_output=True, text=True,
+                )  # fmt: skip
+                if done.returncode:
+                    raise SystemExit(f"[{name}] {label} failed: {done.stderr.strip()}")
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                results[name][label] = result
+                print(
+                    f"[{name}] {label}: median {result['median_ms']:.2f} ms, "
+                    f"p99 {result['p99_ms']:.2f} ms, max {result['max_ms']:.1f} ms, "
+                    f"{result['sweeps']} sweeps deleted {result['deleted']} tokens",
+                    flush=True,
+                )
+        finally:
+            if not options.keep:
+                backend.drop(db)
+    return results
+
+
+def simulate(options: argparse.Namespace) -> dict[str, Any]:
+    """Steady issuance with sweeps, on a real SQLite file; the clock is simulated."""
+    workdir = Path(options.workdir or tempfile.mkdtemp(prefix="bench-sweep-sim-"))
+    path = workdir / "simulation.sqlite3"
+    path.unlink(missing_ok=True)
+    os.environ["DATABASE_URL"] = f"sqlite:///{path.as_posix()}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "my_bathhouse_backend.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+
+    from tokenops.app_settings import get_settings
+    from tokenops.sweeping import reset_state, sweep
+
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        # The simulation's own file: no fsync per insert (the sweeps are what is measured).
+        cursor.execute("PRAGMA synchronous = OFF")
+    settings.TOKENOPS = {
+        **settings.TOKENOPS,
+        "SWEEP_PROBABILITY": options.probability,
+        "SWEEP_MAX_ROWS": options.max_rows,
+    }
+    conf = get_settings()
+    rng = random.Random(1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, "
+            "email, is_staff, is_active, date_joined) "
+            "VALUES ('', 0, 'sim', '', '', '', 0, 1, '2026-01-01')"
+        )
+        user_id = cursor.lastrowid
+    lifetime = timedelta(days=7)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def insert(expiries: list[datetime], created: datetime) -> None:
+        stamp = created.replace(tzinfo=None).isoformat(" ")
+        rows = [
+            (uuid.uuid4().hex, "t", user_id, stamp, e.replace(tzinfo=None).isoformat(" "))
+            for e in expiries
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO token_blacklist_outstandingtoken "
+                "(jti, token, user_id, created_at, expires_at) VALUES (%s, %s, %s, %s, %s)",
+                rows,
+            )
+
+    def sizes(now: datetime) -> tuple[int, int]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM token_blacklist_outstandingtoken")
+            total = cursor.fetchone()[0]
+            cursor.execute(
+                "SELECT COUNT(*) FROM token_blacklist_outstandingtoken WHERE expires_at > %s",
+                [now.replace(tzinfo=None).isoformat(" ")],
+            )
+            return total, cursor.fetchone()[0]
+
+    def run(hours: int, now: datetime, rate: int) -> tuple[datetime, int, list[dict[str, Any]]]:
+        """Issue ``rate`` tokens an hour for ``hours``; each sweeps with the probability."""
+        trace = []
+        issued = 0
+        clock = time.monotonic()
+        for hour in range(hours):
+            # Tokens of this hour, spread over it; each may sweep right after its insert.
+            for minute_token in range(rate):
+                moment = now + timedelta(seconds=3600 * minute_token / rate)
+                insert([moment + lifetime], moment)
+                issued += 1
+                if rng.random() < conf.sweep_probability:
+                    sweep("default", conf=conf, now=moment)
+            now += timedelta(hours=1)
+            if hour % options.every == options.every - 1:
+                total, live = sizes(now)
+                trace.append({"hour": hour + 1, "issued": issued, "total": total, "live": live})
+        print(f"  simulated {hours} h in {time.monotonic() - clock:.0f} s", flush=True)
+        return now, issued, trace
+
+    reset_state()
+    print(
+        f"steady: {options.rate} tokens/h for {options.weeks} weeks, "
+        f"p={options.probability}, SWEEP_MAX_ROWS={options.max_rows}",
+        flush=True,
+    )
+    now, _issued, steady = run(options.weeks * 7 * 24, start, options.rate)
+    for point in steady[:: max(1, len(steady) // 12)] + steady[-1:]:
+        ratio = point["total"] / max(point["live"], 1)
+        print(
+            f"  day {point['hour'] / 24:5.1f}: {point['total']:7d} rows, "
+            f"{point['live']:7d} live ({ratio:.3f}x)"
+        )
+    after_first_week = [p for p in steady if p["hour"] > 8 * 24]
+    worst = max(p["total"] / max(p["live"], 1) for p in after_first_week)
+    print(f"  worst ratio after the first 8 days: {worst:.3f}x (target <= 1.2x)")
+
+    # The backlog: dead rows older than every live one (lower ids), as after a neglected
+    # deployment; the steady issuance goes on and the sweeps drain them.
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM token_blacklist_outstandingtoken")
+    dead_at = now - timedelta(days=30)
+    for chunk in range(0, options.backlog, 50_000):
+        insert([dead_at] * min(50_000, options.backlog - chunk), dead_at - lifetime)
+    reset_state()
+    per_token = conf.sweep_probability * conf.sweep_max_rows
+    predicted_tokens = options.backlog / per_token
+    print(
+        f"backlog: {options.backlog} dead rows; predicted drain: {per_token:g} rows per "
+        f"issued token, so {predicted_tokens:.0f} tokens = "
+        f"{predicted_tokens / options.rate:.1f} h at {options.rate} tokens/h",
+        flush=True,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT MAX(id) FROM token_blacklist_outstandingtoken")
+        last_dead = cursor.fetchone()[0]
+
+    def dead_left() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT COUNT(*) FROM token_blacklist_outstandingtoken WHERE id <= %s",
+                [last_dead],
+            )
+            return cursor.fetchone()[0]
+
+    drain = []
+    issued = 0
+    hours = 0
+    while dead_left() and hours < options.max_drain_hours:
+        now, step_issued, _trace = run(options.every, now, options.rate)
+        issued += step_issued
+        hours += options.every
+        left = dead_left()
+        predicted = max(0.0, options.backlog - issued * per_token)
+        drain.append({"hour": hours, "issued": issued, "left": left, "predicted": predicted})
+        print(
+            f"  hour {hours:4d}: {issued:6d} issued, {left:8d} dead left "
+            f"(predicted {predicted:8.0f})"
+        )
+    path.unlink(missing_ok=True)
+    return {"steady": steady, "worst_ratio": worst, "drain": drain, "per_token": per_token}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("mode", nargs="?", choices=["latency", "simulate"], default="latency")
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--backends", default="sqlite,postgresql,mariadb")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--max-rows", type=int, default=500)
+    parser.add_argument("--probability", type=float, default=0.1)
+    parser.add_argument("--rate", type=int, default=100, help="simulated tokens an hour")
+    parser.add_argument("--weeks", type=int, default=4)
+    parser.add_argument("--every", type=int, default=6, help="simulated hours a sample")
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--max-drain-hours", type=int, default=400)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument("--json", help="write the results here")
+    options = parser.parse_args()
+    results = latency(options) if options.mode == "latency" else simulate(options)
+    if options.json:
+        Path(options.json).write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
