@@ -9,10 +9,12 @@ that does not answer fails the tests; it never skips them.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -32,7 +34,7 @@ from tests.slow.celery_processes import (
     celery_env,
     start_celery,
 )
-from tests.utils import run_manage, utcnow, wait_until
+from tests.utils import ROOT, run_manage, utcnow, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -250,6 +252,64 @@ def test_a_soft_time_limit_on_a_prefork_worker_ends_the_purge_in_order(
     log = worker.log()
     assert "token purge task on 'default' reached its soft time limit" in log
     assert "Traceback" not in log
+
+
+# The web side of the admin's "Purge now" with TOKENOPS["ADMIN_PURGE"] = "celery": the
+# example project's Celery app, routed to the test's queue, and Django's test client.
+ADMIN_CLICK = """
+import json, os, re, sys
+import django
+django.setup()
+from celery import current_app
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+settings.TOKENOPS = {**settings.TOKENOPS, "ADMIN_PURGE": "celery"}
+current_app.conf.task_routes = {sys.argv[1]: {"queue": sys.argv[2]}}
+user = get_user_model().objects.create_superuser("olga", "olga@example.com", "pw")
+client = Client()
+client.force_login(user)
+page = "/admin/tokenops/tokenhygiene/purge/"
+signed = re.search(r'name="cutoff" value="([^"]+)"', client.get(page).content.decode())[1]
+response = client.post(page, {"confirm": "yes", "cutoff": signed})
+from tokenops.admin import confirmed_cutoff
+cutoff = confirmed_cutoff("default", signed).isoformat(" ", timespec="microseconds")
+print(json.dumps({"status": response.status_code, "cutoff": cutoff[:26]}))
+"""
+
+
+def test_the_admin_page_sends_its_purge_to_the_worker(database, start_worker, queue):
+    """ "Purge now" with Celery: the click answers, the worker purges with the confirmed cutoff."""
+    _purged, kept = seed(database)
+    start_worker(database)
+    env = {**celery_env(database), "DJANGO_ALLOWED_HOSTS": "testserver"}
+    clicked = subprocess.run(
+        [sys.executable, "-c", ADMIN_CLICK, TASK, queue],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert clicked.returncode == 0, clicked.stderr
+    answer = json.loads(clicked.stdout.splitlines()[-1])
+    assert answer["status"] == 302
+
+    def finished() -> list[tuple[Any, ...]]:
+        return query(
+            database,
+            "SELECT trigger, started_by, outcome, outstanding_deleted, blacklisted_deleted, cutoff "
+            "FROM tokenops_purgerun WHERE dry_run = 0 AND outcome != 'running'",
+        )
+
+    rows = wait_until(finished, timeout=RESULT_TIMEOUT, what="the worker's purge")
+    # Run by the worker (trigger "task"), for olga, with the confirmed cutoff (as SQLite
+    # stores it: naive UTC text).
+    # TOKENOPS' OLDER_THAN 0d: every expired row goes (the seed's two 2-hour-old ones too).
+    assert rows == [("task", "olga", "ok", 5, 3, answer["cutoff"])]
+    assert len(jtis(database) & kept) == 2 == len(jtis(database))
+    assert blacklisted_count(database) == 1
 
 
 def test_a_failing_purge_is_a_failed_task_not_a_success(tmp_path, start_worker, client, queue):
