@@ -20,6 +20,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from my_bathhouse_backend.settings import SIMPLE_JWT
+from tests.simplejwt_compat import HAS_OUTSTAND
 from tests.utils import (
     dropped,
     login,
@@ -84,6 +85,11 @@ def test_a_refresh_with_rotation_sweeps_too(alice, settings):
     sweeping.reset_state()
     response = refresh(client, token)
     assert response.status_code == 200
+    if not HAS_OUTSTAND:
+        # simplejwt < 5.5 writes no OutstandingToken for the rotated token: nothing to hook.
+        assert remaining() >= ids(dead)
+        assert OutstandingToken.objects.count() == 5
+        return
     assert not remaining() & ids(dead)
     # The rotated token is blacklisted and alive: it stays, with its blacklist row.
     assert OutstandingToken.objects.count() == 2
