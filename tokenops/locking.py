@@ -113,20 +113,27 @@ def _sqlite_lock(using: str) -> Iterator[bool]:
             % {"path": str(path), "error": first_line(exc)}
         ) from exc
     try:
-        held = _lock_file(handle)
-        if not held:
-            # A sweep's probe (purge_running) holds the lock for microseconds: look again
-            # before telling this purge that another one runs.
-            time.sleep(PROBE_GRACE)
-            held = _lock_file(handle)
-        try:
+        # A sweep's probe (purge_running) holds the lock for microseconds: look again
+        # before telling this purge that another one runs.
+        with _file_locked(handle, retry_after=PROBE_GRACE) as held:
             yield held
-        finally:
-            if held:
-                with suppress(OSError):
-                    _unlock_file(handle)
     finally:
         handle.close()
+
+
+@contextmanager
+def _file_locked(handle: IO[bytes], *, retry_after: float | None = None) -> Iterator[bool]:
+    """The OS lock on ``handle`` without waiting (one more try after ``retry_after`` s)."""
+    held = _lock_file(handle)
+    if not held and retry_after:
+        time.sleep(retry_after)
+        held = _lock_file(handle)
+    try:
+        yield held
+    finally:
+        if held:
+            with suppress(OSError):
+                _unlock_file(handle)
 
 
 @contextmanager
@@ -228,11 +235,5 @@ def _sqlite_lock_probe(using: str) -> Iterator[bool]:
             lock = _memory_locks.get(using)
         yield lock is None or not lock.locked()
         return
-    with open(path, "a+b") as handle:
-        held = _lock_file(handle)
-        try:
-            yield held
-        finally:
-            if held:
-                with suppress(OSError):
-                    _unlock_file(handle)
+    with open(path, "a+b") as handle, _file_locked(handle) as held:
+        yield held
