@@ -52,7 +52,8 @@ class PurgeRun(models.Model):
         db_index=True,
     )
     error = models.TextField(_("error"), blank=True)
-    # False when the run stopped early on purpose (its time budget): the next run continues.
+    # False when the run left purgeable rows (its time budget ran out, it was interrupted or
+    # failed): the next run continues.
     complete = models.BooleanField(_("complete"), default=True)
     # Where a complete run left the outstanding table (one snapshot): its highest id and
     # earliest expiry. token_report --check then asks only the rows added since.
