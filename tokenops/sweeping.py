@@ -299,9 +299,12 @@ def _delete_locked(using: str, candidates: Any, limit: int) -> Deleted:
     )
     if not ids:
         return Deleted()
-    blacklist = BlacklistedToken.objects.using(using).filter(token_id__in=ids)
-    locked = dict(blacklist.select_for_update(skip_locked=True).values_list("pk", "token_id"))
-    listed = set(blacklist.values_list("token_id", flat=True))
+    locked = _lock_blacklist_rows(using, ids)
+    listed = set(
+        BlacklistedToken.objects.using(using)
+        .filter(token_id__in=ids)
+        .values_list("token_id", flat=True)
+    )
     held_elsewhere = listed - set(locked.values())
     if held_elsewhere:
         ids = [pk for pk in ids if pk not in held_elsewhere]
@@ -310,25 +313,58 @@ def _delete_locked(using: str, candidates: Any, limit: int) -> Deleted:
     return Deleted(outstanding=outstanding, blacklisted=blacklisted)
 
 
+def _lock_blacklist_rows(using: str, token_ids: list[int]) -> dict[int, int]:
+    """Lock the blacklist rows of ``token_ids`` that nobody else holds: {pk: token_id}.
+
+    On MySQL/MariaDB, by one unique-index lookup per listed token (see ``_joined_on``): a
+    ``token_id IN (...)`` planned as a scan would lock, under REPEATABLE READ, every row
+    it passed, so a concurrent sweep would find its own rows held and leave them.
+    PostgreSQL locks only the rows its query returns, whatever the plan.
+    """
+    connection = connections[using]
+    if connection.vendor != "mysql":
+        rows = (
+            BlacklistedToken.objects.using(using)
+            .filter(token_id__in=token_ids)
+            .select_for_update(skip_locked=True)
+            .values_list("pk", "token_id")
+        )
+        return dict(rows)
+    pk = connection.ops.quote_name(BlacklistedToken._meta.pk.column)
+    token = connection.ops.quote_name(BlacklistedToken._meta.get_field("token").column)
+    joined = _joined_on(connection, BlacklistedToken, token, len(token_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT t.{pk}, t.{token} {joined} FOR UPDATE SKIP LOCKED", token_ids)
+        return dict(cursor.fetchall())
+
+
 def _delete_ids(using: str, model: Any, pks: list[int]) -> int:
     """Delete rows by primary key, touching no other row.
 
     MariaDB may run ``DELETE ... WHERE id IN (...)`` as a scan of the whole table or
     primary key (a small table), and such a DELETE waits on every row another
     transaction holds, listed or not (semi-consistent reads are for UPDATE only). Joining
-    from the list (STRAIGHT_JOIN) makes each row a primary-key lookup instead.
+    from the list makes each row a primary-key lookup instead (``_joined_on``).
     """
     connection = connections[using]
     if connection.vendor != "mysql":
         return model.objects.using(using).filter(pk__in=pks)._raw_delete(using)
-    table = connection.ops.quote_name(model._meta.db_table)
     column = connection.ops.quote_name(model._meta.pk.column)
-    listed = " UNION ALL ".join(["SELECT %s AS id"] * len(pks))
-    # Identifiers come from the model's metadata; the values are parameters.
-    sql = f"DELETE t FROM ({listed}) AS v STRAIGHT_JOIN {table} AS t ON t.{column} = v.id"
     with connection.cursor() as cursor:
-        cursor.execute(sql, pks)
+        cursor.execute(f"DELETE t {_joined_on(connection, model, column, len(pks))}", pks)
         return cursor.rowcount
+
+
+def _joined_on(connection: Any, model: Any, column: str, count: int) -> str:
+    """MySQL: ``FROM`` a list of ``count`` values ``STRAIGHT_JOIN`` ``model``'s table ``t``.
+
+    STRAIGHT_JOIN reads the list first, so each value is one lookup of ``column``'s
+    unique index and no other row is read or locked. ``column`` comes quoted from the
+    model's metadata; the values are left as parameters.
+    """
+    table = connection.ops.quote_name(model._meta.db_table)
+    listed = " UNION ALL ".join(["SELECT %s AS id"] * count)
+    return f"FROM ({listed}) AS v STRAIGHT_JOIN {table} AS t ON t.{column} = v.id"
 
 
 @contextmanager
