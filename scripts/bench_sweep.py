@@ -14,7 +14,12 @@ lifetime), the table's size against its live tokens; then a backlog of dead rows
 draining, against the rate predicted (probability x SWEEP_MAX_ROWS rows per token).
 
     python scripts/bench_sweep.py --count 1000000
+    python scripts/bench_sweep.py --backends sqlite --configs p=1.0 --max-rows 500,200,100
+    python scripts/bench_sweep.py --backends sqlite --sqlite-journal wal
     python scripts/bench_sweep.py simulate --backlog 1000000
+
+``--max-rows`` with several values runs each on its own copy of the seeded database (a
+run at probability 1.0 deletes up to half its dead rows).
 
 Databases are named ``bench_sweep_*`` (SQLite files in --workdir) and dropped at the end.
 """
@@ -89,53 +94,74 @@ def latency(options: argparse.Namespace) -> dict[str, Any]:
     ports = {"postgresql": 5432, "mariadb": 3306}
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env["PYTHONPATH"] = str(ROOT)
+    configs = [(label, p) for label, p in CONFIGS if label in options.configs.split(",")]
+    variants = [int(rows) for rows in options.max_rows.split(",")]
     results: dict[str, Any] = {}
     for name in options.backends.split(","):
         backend = backends[name]
         if name in ports and not reachable(ports[name]):
             print(f"[{name}] not reachable: skipped", flush=True)
             continue
-        db = f"bench_sweep_{options.count}"
-        backend.create(db)
+        template = f"bench_sweep_{options.count}"
+        backend.create(template)
         try:
-            migrate(backend, db, env)
+            migrate(backend, template, env)
             started = time.monotonic()
             seeded = subprocess.run(
                 [PYTHON, "manage.py", "seed_demo_tokens", "--ordered", "--count",
                  str(options.count), "--days", "60", "--lifetime", "7d", "--blacklisted",
                  "0.3", "--seed", "1"],
-                env=backend.env(db, env), cwd=ROOT, capture_output=True, text=True,
+                env=backend.env(template, env), cwd=ROOT, capture_output=True, text=True,
             )  # fmt: skip
             if seeded.returncode:
                 raise SystemExit(f"seeding failed: {seeded.stderr.strip()}")
-            backend.after_seed(db)
+            backend.after_seed(template)
+            if name == "sqlite" and options.sqlite_journal == "wal":
+                with backend.connect(template) as conn:  # persists in the file
+                    conn.execute("PRAGMA journal_mode = WAL")
             print(f"[{name}] seeded {options.count} in {time.monotonic() - started:.0f} s")
             results[name] = {}
-            for label, probability in CONFIGS:
-                config = {
-                    "probability": probability,
-                    "max_rows": options.max_rows,
-                    "requests": options.requests,
-                }
-                done = subprocess.run(
-                    [PYTHON, "-c", RUNNER],
-                    env={**backend.env(db, env), "BENCH_SWEEP": json.dumps(config)},
-                    cwd=ROOT, capture_output=True, text=True,
-                )  # fmt: skip
-                if done.returncode:
-                    raise SystemExit(f"[{name}] {label} failed: {done.stderr.strip()}")
-                result = json.loads(done.stdout.strip().splitlines()[-1])
-                results[name][label] = result
-                print(
-                    f"[{name}] {label}: median {result['median_ms']:.2f} ms, "
-                    f"p99 {result['p99_ms']:.2f} ms, max {result['max_ms']:.1f} ms, "
-                    f"{result['sweeps']} sweeps deleted {result['deleted']} tokens",
-                    flush=True,
-                )
+            for variant, max_rows in enumerate(variants):
+                # Each variant on its own copy: a sweep run deletes up to half the dead rows.
+                db = template if len(variants) == 1 else f"{template}_{max_rows}"
+                if db != template:
+                    backend.copy(template, db, env)
+                try:
+                    for label, probability in configs:
+                        if variant and label == "off":
+                            continue  # the same with any SWEEP_MAX_ROWS
+                        key = label if len(variants) == 1 else f"{label} max {max_rows}"
+                        results[name][key] = _timed(backend, db, env, probability, max_rows,
+                                                    options.requests)  # fmt: skip
+                        result = results[name][key]
+                        print(
+                            f"[{name}] {key}: median {result['median_ms']:.2f} ms, "
+                            f"p99 {result['p99_ms']:.2f} ms, max {result['max_ms']:.1f} ms, "
+                            f"{result['sweeps']} sweeps deleted {result['deleted']} tokens",
+                            flush=True,
+                        )
+                finally:
+                    if db != template:
+                        backend.drop(db)
         finally:
             if not options.keep:
-                backend.drop(db)
+                backend.drop(template)
     return results
+
+
+def _timed(
+    backend: Any, db: str, env: dict[str, str], probability: float, max_rows: int, requests: int
+) -> dict[str, Any]:
+    """One configuration's logins, timed in a child process (RUNNER)."""
+    config = {"probability": probability, "max_rows": max_rows, "requests": requests}
+    done = subprocess.run(
+        [PYTHON, "-c", RUNNER],
+        env={**backend.env(db, env), "BENCH_SWEEP": json.dumps(config)},
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode:
+        raise SystemExit(f"[{backend.name}] {config} failed: {done.stderr.strip()}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def simulate(options: argparse.Namespace) -> dict[str, Any]:
@@ -162,7 +188,7 @@ def simulate(options: argparse.Namespace) -> dict[str, Any]:
     settings.TOKENOPS = {
         **settings.TOKENOPS,
         "SWEEP_PROBABILITY": options.probability,
-        "SWEEP_MAX_ROWS": options.max_rows,
+        "SWEEP_MAX_ROWS": int(options.max_rows),
     }
     conf = get_settings()
     rng = random.Random(1)
@@ -222,7 +248,7 @@ def simulate(options: argparse.Namespace) -> dict[str, Any]:
     reset_state()
     print(
         f"steady: {options.rate} tokens/h for {options.weeks} weeks, "
-        f"p={options.probability}, SWEEP_MAX_ROWS={options.max_rows}",
+        f"p={options.probability}, SWEEP_MAX_ROWS={int(options.max_rows)}",
         flush=True,
     )
     now, _issued, steady = run(options.weeks * 7 * 24, start, options.rate)
@@ -288,7 +314,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--backends", default="sqlite,postgresql,mariadb")
     parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--max-rows", type=int, default=500)
+    parser.add_argument(
+        "--max-rows", default="500", help="SWEEP_MAX_ROWS; latency: a comma list, one copy each"
+    )
+    parser.add_argument("--configs", default="off,p=0.1,p=1.0", help="latency: which to run")
+    parser.add_argument(
+        "--sqlite-journal", choices=["delete", "wal"], default="delete",
+        help="latency: the SQLite file's journal mode (WAL persists in the file)",
+    )  # fmt: skip
     parser.add_argument("--probability", type=float, default=0.1)
     parser.add_argument("--rate", type=int, default=100, help="simulated tokens an hour")
     parser.add_argument("--weeks", type=int, default=4)
