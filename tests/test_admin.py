@@ -24,7 +24,8 @@ from tests.utils import (
 from tokenops.admin import RECENT_RUNS, confirmed_cutoff, sign_cutoff, use_celery
 from tokenops.dbtime import as_utc, to_db
 from tokenops.history import DRY_RUNS_KEPT
-from tokenops.models import PurgeRun
+from tokenops.models import PurgeRun, SweepTally
+from tokenops.sweeping import hour_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,6 +88,20 @@ def test_page_shows_the_report_figures(viewer):
     assert [bar.tokens for bar in bars] == [0, 0, 5, 0, 4, 0, 0, 0]
     assert [bar.blacklisted for bar in bars] == [0, 0, 2, 0, 0, 0, 0, 0]
     assert 'id="purge-now"' not in page
+
+
+def test_page_says_whether_in_app_sweeps_are_on_and_what_they_removed(viewer, settings):
+    expired_and_active()
+    assert '<p id="sweeps">In-app sweeps are off.</p>' in viewer.get(PAGE).content.decode()
+    settings.TOKENOPS = {**settings.TOKENOPS, "SWEEP_PROBABILITY": 0.25}
+    SweepTally.objects.create(
+        hour=hour_of(datetime.now(UTC)), outstanding_deleted=1248, blacklisted_deleted=7, sweeps=3
+    )
+    page = viewer.get(PAGE).content.decode()
+    assert (
+        '<p id="sweeps">In-app sweeps removed 1248 tokens in the last 24 h '
+        "(probability 0.25, at most 500 rows a sweep).</p>"
+    ) in page
 
 
 def test_viewer_cannot_purge(viewer):

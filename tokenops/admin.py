@@ -57,6 +57,7 @@ from .rendering import (
     outstanding_tokens,
     overdue_warning,
     purge_headline,
+    sweeps_line,
     user_label,
 )
 from .scheduling.schedule import CELERY_TASK
@@ -607,6 +608,7 @@ class TokenHygieneAdmin(ReadOnlyAdmin):
             "generated": moment_text(report.cutoff.now) if report else "",
             "cutoff_line": cutoff_text(report.cutoff) if report else "",
             "last_purge_line": last_success_text(report) if report else "",
+            "sweeps_line": sweeps_line(report.sweeps) if report and report.sweeps else "",
             "overdue_warning": warning,
             "chart": chart,
             "runs": runs,
