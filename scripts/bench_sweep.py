@@ -109,7 +109,8 @@ def latency(options: argparse.Namespace) -> dict[str, Any]:
             started = time.monotonic()
             seeded = subprocess.run(
                 [PYTHON, "manage.py", "seed_demo_tokens", "--ordered", "--count",
-                 str(options.count), "--days", "60", "--lifetime", "7d", "--blacklisted",
+                 str(options.count), "--days", str(options.days), "--lifetime",
+                 options.lifetime, "--blacklisted",
                  "0.3", "--seed", "1"],
                 env=backend.env(template, env), cwd=ROOT, capture_output=True, text=True,
             )  # fmt: skip
@@ -318,6 +319,12 @@ def main() -> None:
         "--max-rows", default="500", help="SWEEP_MAX_ROWS; latency: a comma list, one copy each"
     )
     parser.add_argument("--configs", default="off,p=0.1,p=1.0", help="latency: which to run")
+    parser.add_argument("--days", type=int, default=60, help="latency: issue times span this")
+    parser.add_argument(
+        "--lifetime",
+        default="7d",
+        help="latency: lifetime (--days 6: no token dead)",
+    )
     parser.add_argument(
         "--sqlite-journal", choices=["delete", "wal"], default="delete",
         help="latency: the SQLite file's journal mode (WAL persists in the file)",
