@@ -117,7 +117,7 @@ TOKENOPS = {
     "BATCH_SECONDS_IDLE": None,
     "ADMIN_PURGE": "auto",
     "SWEEP_PROBABILITY": 0,
-    "SWEEP_MAX_ROWS": 500,
+    "SWEEP_MAX_ROWS": 100,
 }
 
 # Celery (my_bathhouse_backend/celery.py reads every CELERY_* setting).

@@ -100,7 +100,7 @@ def test_page_says_whether_in_app_sweeps_are_on_and_what_they_removed(viewer, se
     page = viewer.get(PAGE).content.decode()
     assert (
         '<p id="sweeps">In-app sweeps removed 1248 tokens in the last 24 h '
-        "(probability 0.25, at most 500 rows a sweep).</p>"
+        "(probability 0.25, at most 100 rows a sweep).</p>"
     ) in page
 
 

@@ -266,7 +266,7 @@ def test_the_report_the_metrics_and_the_check_show_sweeps(alice, sweeps_on):
     assert sweeps == {
         "enabled": True,
         "probability": 1.0,
-        "max_rows": 500,
+        "max_rows": 100,
         "last_24h": {"outstanding": 5, "blacklisted": 2, "sweeps": 1},
         "total": {"outstanding": 5, "blacklisted": 2, "sweeps": 1},
         "error": "",

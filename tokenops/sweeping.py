@@ -60,7 +60,7 @@ ERROR_INTERVAL = 300.0
 # SQLite: how long a sweep waits for the write lock before it skips (milliseconds).
 SQLITE_BUSY_MS = 5
 # MySQL/MariaDB: the bound of any row-lock wait in a sweep's transaction, in seconds
-# (innodb_lock_wait_timeout's minimum): none is expected (see _delete_ids), and a sweep
+# (innodb_lock_wait_timeout's minimum): none is expected (see _listed), and a sweep
 # that meets one anyway rolls back and skips.
 MYSQL_LOCK_WAIT_SECONDS = 1
 # Hourly tally rows kept; older ones are folded into the row of hour 0.
@@ -301,13 +301,15 @@ def _delete_locked(using: str, candidates: Any, limit: int) -> Deleted:
     if not ids:
         return Deleted()
     connection = connections[using]
-    pk = connection.ops.quote_name(BlacklistedToken._meta.pk.column)
-    token = connection.ops.quote_name(BlacklistedToken._meta.get_field("token").column)
+    pk_column = connection.ops.quote_name(BlacklistedToken._meta.pk.column)
+    token_column = connection.ops.quote_name(BlacklistedToken._meta.get_field("token").column)
     rows, params = _listed(connection, BlacklistedToken, "token", ids)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT t.{pk}, t.{token} {rows} FOR UPDATE SKIP LOCKED", params)
+        cursor.execute(
+            f"SELECT t.{pk_column}, t.{token_column} {rows} FOR UPDATE SKIP LOCKED", params
+        )
         locked = dict(cursor.fetchall())
-        cursor.execute(f"SELECT t.{token} {rows}", params)
+        cursor.execute(f"SELECT t.{token_column} {rows}", params)
         listed = {token_id for (token_id,) in cursor.fetchall()}
     held_elsewhere = listed - set(locked.values())
     if held_elsewhere:

@@ -358,7 +358,7 @@ def sweep_hint(probability: float) -> str:
             "Each token simplejwt issues (login, refresh) may also delete a few purgeable rows",
             "right after its commit, with the same safe cutoff as token_purge. In settings.py:",
             "",
-            '    TOKENOPS = {..., "SWEEP_PROBABILITY": 0.1, "SWEEP_MAX_ROWS": 500}',
+            '    TOKENOPS = {..., "SWEEP_PROBABILITY": 0.1, "SWEEP_MAX_ROWS": 100}',
             "",
             "Trade-off: a request that sweeps takes a few milliseconds longer (README), and",
             "sweeps look only at the oldest rows: run token_purge once for a large backlog, and",
