@@ -360,8 +360,8 @@ def sweep_hint(probability: float) -> str:
             "",
             '    TOKENOPS = {..., "SWEEP_PROBABILITY": 0.1, "SWEEP_MAX_ROWS": 100}',
             "",
-            "Trade-off: a request that sweeps takes a few milliseconds longer (README), and",
-            "sweeps look only at the oldest rows: run token_purge once for a large backlog, and",
+            "Trade-off: a request that sweeps takes 5-20 ms longer (README), and sweeps",
+            "look only at the oldest rows: run token_purge once for a large backlog, and",
             "keep a schedule as well if your token lifetimes differ widely.",
             f"In-app sweeps are {state} here.",
         ]
