@@ -16,6 +16,11 @@ from .cutoff import Cutoff
 from .dbtime import as_utc
 
 
+def _latest_expiry(cutoff: Cutoff, expired_before: datetime | None) -> datetime:
+    """The latest expiry a probed row may have: the cutoff, or ``expired_before`` if earlier."""
+    return cutoff.moment if expired_before is None else min(cutoff.moment, expired_before)
+
+
 def any_purgeable(using: str, cutoff: Cutoff, *, expired_before: datetime | None = None) -> bool:
     """Is at least one token row purgeable (and expired before ``expired_before``, if given)?
 
@@ -23,7 +28,7 @@ def any_purgeable(using: str, cutoff: Cutoff, *, expired_before: datetime | None
     ``expires_at`` has no index (it is simplejwt's table): EXISTS stops at the first row
     found, where MIN(expires_at) or ORDER BY ... LIMIT 1 would read the whole table.
     """
-    moment = cutoff.moment if expired_before is None else min(cutoff.moment, expired_before)
+    moment = _latest_expiry(cutoff, expired_before)
     return (
         OutstandingToken.objects.using(using)
         .filter(expires_at__lte=cutoff.db_value(moment))
@@ -60,7 +65,7 @@ def any_purgeable_since(
     is after the cutoff, only the rows added since can be purgeable, and the primary key
     finds them without reading the table. simplejwt never changes ``expires_at``.
     """
-    moment = cutoff.moment if expired_before is None else min(cutoff.moment, expired_before)
+    moment = _latest_expiry(cutoff, expired_before)
     if mark is None or (mark.next_expiry is not None and as_utc(mark.next_expiry) <= moment):
         return any_purgeable(using, cutoff, expired_before=expired_before)
     return (

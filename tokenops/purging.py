@@ -203,21 +203,30 @@ MYSQL_RETRY_CODES = frozenset({1213, 1205})
 POSTGRES_RETRY_STATES = frozenset({"40P01", "40001"})
 
 
+def _driver_errors(exc: BaseException) -> list[BaseException]:
+    """Django's database error and the driver's error it wraps (``__cause__``)."""
+    return [error for error in (exc, exc.__cause__) if error is not None]
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE: ``sqlstate`` on psycopg 3, ``pgcode`` on psycopg2."""
+    return getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+
+
+def _mysql_code(error: BaseException) -> int | None:
+    """The error number a MySQL/MariaDB driver error carries as its first argument."""
+    args = getattr(error, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
 def is_deadlock(exc: BaseException) -> bool:
     """A deadlock, lock wait timeout or serialization failure: the batch may simply be retried."""
     if not isinstance(exc, OperationalError):
         return False
-    for error in (exc, exc.__cause__):
-        if error is None:
-            continue
-        if getattr(error, "sqlstate", None) in POSTGRES_RETRY_STATES:  # psycopg 3
-            return True
-        if getattr(error, "pgcode", None) in POSTGRES_RETRY_STATES:  # psycopg2
-            return True
-        args = getattr(error, "args", ())
-        if args and isinstance(args[0], int) and args[0] in MYSQL_RETRY_CODES:
-            return True
-    return False
+    return any(
+        _sqlstate(error) in POSTGRES_RETRY_STATES or _mysql_code(error) in MYSQL_RETRY_CODES
+        for error in _driver_errors(exc)
+    )
 
 
 @dataclass(frozen=True)
@@ -252,25 +261,20 @@ def is_out_of_space(exc: BaseException) -> bool:
     """The database ran out of space (or a transaction-sized resource) for this batch."""
     if not isinstance(exc, DatabaseError):
         return False
-    for error in (exc, exc.__cause__):
-        if error is None:
-            continue
-        code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
-        if isinstance(code, int) and code & 0xFF == SQLITE_FULL:
+    for error in _driver_errors(exc):
+        sqlite_code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+        if isinstance(sqlite_code, int) and sqlite_code & 0xFF == SQLITE_FULL:
             return True
         if str(error).strip() == "database or disk is full":  # SQLite, any Python
             return True
-        if getattr(error, "sqlstate", None) in POSTGRES_FULL_STATES:  # psycopg 3
+        if _sqlstate(error) in POSTGRES_FULL_STATES:
             return True
-        if getattr(error, "pgcode", None) in POSTGRES_FULL_STATES:  # psycopg2
+        mysql_code = _mysql_code(error)
+        if mysql_code in MYSQL_FULL_CODES:
             return True
-        args = getattr(error, "args", ())
-        if args and isinstance(args[0], int):
-            if args[0] in MYSQL_FULL_CODES:
-                return True
-            message = str(args[1]) if len(args) > 1 else ""
-            if args[0] in MYSQL_ERRNO_CODES and any(w in message for w in ENOSPC_WORDS):
-                return True
+        message = str(error.args[1]) if mysql_code is not None and len(error.args) > 1 else ""
+        if mysql_code in MYSQL_ERRNO_CODES and any(word in message for word in ENOSPC_WORDS):
+            return True
     return False
 
 
