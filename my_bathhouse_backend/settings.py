@@ -118,6 +118,7 @@ TOKENOPS = {
     "ADMIN_PURGE": "auto",
     "SWEEP_PROBABILITY": 0,
     "SWEEP_MAX_ROWS": 100,
+    "SWEEP_AFTER_RESPONSE": True,
 }
 
 # Celery (my_bathhouse_backend/celery.py reads every CELERY_* setting).

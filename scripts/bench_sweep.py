@@ -3,9 +3,16 @@
 ``latency`` (default): for each backend (SQLite always; PostgreSQL and MariaDB when their
 servers answer) it seeds ``--count`` tokens over 60 days with a 7-day lifetime (about 88%
 expired; ids follow creation time, as in a real table), then times simplejwt's
-token-obtain view through Django's test client in a child process: sweeps off, then
-SWEEP_PROBABILITY 0.1, then 1.0 (SWEEP_MAX_ROWS 500), ``--requests`` logins each, on the
+token-obtain view in a child process per configuration, ``--requests`` logins each, on the
 same database (each sweep finds a full window of dead rows: the most a sweep costs).
+Configurations: sweeps off; SWEEP_PROBABILITY 0.1 and 1.0 (a request's sweep runs after
+its response, the default); ``p=0.1-inline`` and ``p=1.0-inline`` (SWEEP_AFTER_RESPONSE
+False: at the token's commit, inside the view).
+
+``--client http`` (default): the child serves the project with Django's threaded WSGI
+server (runserver's) and logs in over real HTTP, one login every ``--interval-ms``; the
+time is the client's, until the whole response has arrived. ``--client test``: Django's
+test client, whose time includes the request's end (so a sweep after the response too).
 Passwords use the MD5 hasher so the view's own cost is small and the sweep's shows.
 
 ``simulate``: the real ``sweep`` function on a real SQLite file with a simulated clock
@@ -14,7 +21,8 @@ lifetime), the table's size against its live tokens; then a backlog of dead rows
 draining, against the rate predicted (probability x SWEEP_MAX_ROWS rows per token).
 
     python scripts/bench_sweep.py --count 1000000
-    python scripts/bench_sweep.py --backends sqlite --configs p=1.0 --max-rows 500,200,100
+    python scripts/bench_sweep.py --configs off,p=1.0,p=1.0-inline --max-rows 500,100
+    python scripts/bench_sweep.py --backends sqlite --client test --configs p=1.0
     python scripts/bench_sweep.py --backends sqlite --sqlite-journal wal
     python scripts/bench_sweep.py simulate --backlog 1000000
 
@@ -46,36 +54,73 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_purge import MariaDB, Postgres, SQLite, migrate, reachable  # noqa: E402
 
-CONFIGS = [("off", 0.0), ("p=0.1", 0.1), ("p=1.0", 1.0)]
+# label: (SWEEP_PROBABILITY, SWEEP_AFTER_RESPONSE)
+CONFIGS = {
+    "off": (0.0, True),
+    "p=0.1": (0.1, True),
+    "p=1.0": (1.0, True),
+    "p=0.1-inline": (0.1, False),
+    "p=1.0-inline": (1.0, False),
+}
 
 # The child: one configuration, timed request by request.
 RUNNER = """
-import json, os, statistics, sys, time
+import http.client, json, os, statistics, sys, threading, time
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "my_bathhouse_backend.settings")
 import django
 django.setup()
 from django.conf import settings
-from django.test import Client
-from django.test.utils import setup_test_environment
 config = json.loads(os.environ["BENCH_SWEEP"])
 settings.DEBUG = False
 settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 settings.TOKENOPS = {**settings.TOKENOPS, "SWEEP_PROBABILITY": config["probability"],
-                     "SWEEP_MAX_ROWS": config["max_rows"]}
-setup_test_environment()
+                     "SWEEP_MAX_ROWS": config["max_rows"],
+                     "SWEEP_AFTER_RESPONSE": config["after_response"]}
 from django.contrib.auth import get_user_model
 from tokenops.sweeping import sweep_totals
 users = get_user_model()._default_manager
 user, _ = users.get_or_create(username="bench-sweeper")
 user.set_password("pw"); user.save()
-client = Client()
-def login():
-    started = time.perf_counter()
-    response = client.post("/api/token/", {"username": "bench-sweeper", "password": "pw"})
-    assert response.status_code == 200, response.content
-    return time.perf_counter() - started
+credentials = {"username": "bench-sweeper", "password": "pw"}
+if config["client"] == "http":
+    from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+    from django.core.wsgi import get_wsgi_application
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+    server = ThreadedWSGIServer(("127.0.0.1", 0), Quiet)
+    server.set_app(get_wsgi_application())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    body = json.dumps(credentials)
+    def login():
+        started = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        conn.request("POST", "/api/token/", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        elapsed = time.perf_counter() - started
+        conn.close()
+        assert response.status == 200, data
+        return elapsed
+else:
+    from django.test import Client
+    from django.test.utils import setup_test_environment
+    setup_test_environment()
+    client = Client()
+    def login():
+        started = time.perf_counter()
+        response = client.post("/api/token/", credentials)
+        assert response.status_code == 200, response.content
+        return time.perf_counter() - started
 before = sweep_totals("default")
-times = [login() for _ in range(config["requests"])]
+times = []
+interval = config["interval_ms"] / 1000
+for _ in range(config["requests"]):
+    started = time.perf_counter()
+    times.append(login())
+    time.sleep(max(0.0, interval - (time.perf_counter() - started)))
+time.sleep(1)  # the last request's sweep, after its response
 after = sweep_totals("default")
 times.sort()
 print(json.dumps({
@@ -94,7 +139,10 @@ def latency(options: argparse.Namespace) -> dict[str, Any]:
     ports = {"postgresql": 5432, "mariadb": 3306}
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env["PYTHONPATH"] = str(ROOT)
-    configs = [(label, p) for label, p in CONFIGS if label in options.configs.split(",")]
+    configs = [label for label in options.configs.split(",") if label]
+    unknown = [label for label in configs if label not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown --configs {unknown}; known: {', '.join(CONFIGS)}")
     variants = [int(rows) for rows in options.max_rows.split(",")]
     results: dict[str, Any] = {}
     for name in options.backends.split(","):
@@ -128,12 +176,20 @@ def latency(options: argparse.Namespace) -> dict[str, Any]:
                 if db != template:
                     backend.copy(template, db, env)
                 try:
-                    for label, probability in configs:
+                    for label in configs:
                         if variant and label == "off":
                             continue  # the same with any SWEEP_MAX_ROWS
                         key = label if len(variants) == 1 else f"{label} max {max_rows}"
-                        results[name][key] = _timed(backend, db, env, probability, max_rows,
-                                                    options.requests)  # fmt: skip
+                        probability, after_response = CONFIGS[label]
+                        config = {
+                            "probability": probability,
+                            "after_response": after_response,
+                            "max_rows": max_rows,
+                            "requests": options.requests,
+                            "client": options.client,
+                            "interval_ms": options.interval_ms if options.client == "http" else 0,
+                        }
+                        results[name][key] = _timed(backend, db, env, config)
                         result = results[name][key]
                         print(
                             f"[{name}] {key}: median {result['median_ms']:.2f} ms, "
@@ -150,11 +206,8 @@ def latency(options: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _timed(
-    backend: Any, db: str, env: dict[str, str], probability: float, max_rows: int, requests: int
-) -> dict[str, Any]:
+def _timed(backend: Any, db: str, env: dict[str, str], config: dict[str, Any]) -> dict[str, Any]:
     """One configuration's logins, timed in a child process (RUNNER)."""
-    config = {"probability": probability, "max_rows": max_rows, "requests": requests}
     done = subprocess.run(
         [PYTHON, "-c", RUNNER],
         env={**backend.env(db, env), "BENCH_SWEEP": json.dumps(config)},
@@ -318,7 +371,18 @@ def main() -> None:
     parser.add_argument(
         "--max-rows", default="500", help="SWEEP_MAX_ROWS; latency: a comma list, one copy each"
     )
-    parser.add_argument("--configs", default="off,p=0.1,p=1.0", help="latency: which to run")
+    parser.add_argument(
+        "--configs", default="off,p=0.1,p=1.0,p=1.0-inline",
+        help=f"latency: which to run, of {', '.join(CONFIGS)}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--client", choices=["http", "test"], default="http",
+        help="latency: real HTTP to a threaded WSGI server, or Django's test client",
+    )  # fmt: skip
+    parser.add_argument(
+        "--interval-ms", type=float, default=50,
+        help="latency, --client http: one login started every this many ms",
+    )  # fmt: skip
     parser.add_argument("--days", type=int, default=60, help="latency: issue times span this")
     parser.add_argument(
         "--lifetime",

@@ -3,18 +3,25 @@ purgeable rows after their commit, never an acceptable one, never fail the reque
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import timedelta
+from http.client import HTTPConnection
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.core.asgi import get_asgi_application
+from django.core.signals import request_finished, request_started
 from django.db import DatabaseError, connection, connections, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -97,6 +104,163 @@ def test_a_refresh_with_rotation_sweeps_too(alice, settings):
     # The rotated token is blacklisted and alive: it stays, with its blacklist row.
     assert OutstandingToken.objects.count() == 2
     assert BlacklistedToken.objects.count() == 1
+
+
+def _new_token() -> OutstandingToken:
+    """One token saved the way simplejwt saves it (post_save, then its commit)."""
+    return OutstandingToken.objects.create(
+        user=get_user_model()._default_manager.get(username="alice"),
+        jti=uuid.uuid4().hex,
+        token="header.payload.signature",
+        created_at=stored(utcnow()),
+        expires_at=stored(utcnow() + timedelta(days=1)),
+    )
+
+
+def test_inside_a_request_the_sweep_waits_for_its_end_once_per_database(alice, sweeps_on):
+    dead = make_tokens([utcnow() - timedelta(days=3)] * 4, blacklisted=True)
+    request_started.send(sender=None)
+    for _ in range(3):
+        _new_token()
+    assert ids(dead) <= remaining()  # committed, yet no sweep so far
+    request_finished.send(sender=None)
+    assert not remaining() & ids(dead)
+    assert BlacklistedToken.objects.count() == 0
+    assert SweepTally.objects.get().sweeps == 1
+    # Outside a request the sweep runs at the commit.
+    later = make_tokens([utcnow() - timedelta(days=3)] * 2)
+    _new_token()
+    assert not remaining() & ids(later)
+
+
+def test_without_sweep_after_response_a_request_sweeps_at_the_commit(alice, sweeps_on, settings):
+    settings.TOKENOPS = {**settings.TOKENOPS, "SWEEP_AFTER_RESPONSE": False}
+    dead = make_tokens([utcnow() - timedelta(days=3)] * 4)
+    request_started.send(sender=None)
+    try:
+        _new_token()
+        assert not remaining() & ids(dead)
+    finally:
+        request_finished.send(sender=None)
+    assert SweepTally.objects.get().sweeps == 1
+
+
+@pytest.mark.parametrize("max_age", [0, None])
+def test_a_deferred_sweep_leaves_the_connection_as_django_left_it(
+    alice, sweeps_on, monkeypatch, max_age
+):
+    dead = make_tokens([utcnow() - timedelta(days=3)] * 2)
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", max_age)
+    connection.close()
+    request_started.send(sender=None)
+    _new_token()
+    # Django closes a connection past CONN_MAX_AGE first; the sweep reopens it, and closes
+    # what it opened.
+    request_finished.send(sender=None)
+    assert (connection.connection is not None) is (max_age is None)
+    assert not remaining() & ids(dead)
+
+
+@contextmanager
+def _tally_table_locked() -> Iterator[None]:
+    """Another connection holds SweepTally's table: a sweep's tally update waits for it."""
+    held, release = threading.Event(), threading.Event()
+    table = connection.ops.quote_name(SweepTally._meta.db_table)
+
+    def hold() -> None:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                with transaction.atomic():
+                    cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+                    held.set()
+                    assert release.wait(30)
+            else:
+                cursor.execute(f"LOCK TABLES {table} WRITE")
+                held.set()
+                assert release.wait(30)
+                cursor.execute("UNLOCK TABLES")
+
+    thread, outcome = _in_thread(hold)
+    try:
+        assert held.wait(10)
+        yield
+    finally:
+        release.set()
+        thread.join(30)
+    assert "error" not in outcome, outcome
+
+
+def _post_login(url: str, timeout: float) -> int | None:
+    """A login over real HTTP; its status, or None when no response came in ``timeout``."""
+    parts = urlsplit(url)
+    http = HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        http.request(
+            "POST",
+            "/api/token/",
+            json.dumps({"username": "alice", "password": "pw"}),
+            {"Content-Type": "application/json"},
+        )
+        return http.getresponse().status
+    except TimeoutError:
+        return None
+    finally:
+        http.close()
+
+
+@pytest.mark.parametrize("after_response", [True, False])
+def test_over_http_the_login_answers_before_its_sweep_ends(
+    alice, sweeps_on, settings, live_server, after_response
+):
+    _server_only()
+    settings.TOKENOPS = {**settings.TOKENOPS, "SWEEP_AFTER_RESPONSE": after_response}
+    dead = make_tokens([utcnow() - timedelta(days=3)] * 5)
+    with _tally_table_locked():
+        # The sweep deletes the rows, then waits to count them in the tally.
+        status = _post_login(live_server.url, timeout=2)
+    assert status == (200 if after_response else None)
+    deadline = time.monotonic() + 10
+    while not SweepTally.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert SweepTally.objects.get().sweeps == 1
+    assert not remaining() & ids(dead)
+
+
+def test_under_asgi_the_sweep_runs_after_the_response_body_was_sent(alice, sweeps_on):
+    dead = make_tokens([utcnow() - timedelta(days=3)] * 4)
+    body = json.dumps({"username": "alice", "password": "pw"}).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/token/",
+        "query_string": b"",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"host", b"localhost"),
+        ],
+        "server": ("localhost", 80),
+        "client": ("127.0.0.1", 50000),
+    }
+    sent: list[tuple[str, object, int]] = []
+
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, object]:
+        if requests:
+            return requests.pop()
+        await asyncio.Event().wait()  # the client stays connected (cancelled at the end)
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, object]) -> None:
+        # What is left of the dead rows when each message goes out.
+        left = len(await sync_to_async(remaining)() & ids(dead))
+        sent.append((str(message["type"]), message.get("status"), left))
+
+    asyncio.run(get_asgi_application()(scope, receive, send))
+    assert sent == [("http.response.start", 200, 4), ("http.response.body", None, 4)]
+    assert not remaining() & ids(dead)
+    assert SweepTally.objects.get().sweeps == 1
 
 
 def test_one_sweep_deletes_at_most_sweep_max_rows_oldest_first(alice, sweeps_on, settings):
@@ -322,6 +486,8 @@ def test_check_counts_recent_sweeps_as_upkeep(alice, sweeps_on, settings):
         ("SWEEP_MAX_ROWS", 10_001),
         ("SWEEP_MAX_ROWS", True),
         ("SWEEP_MAX_ROWS", 5.0),
+        ("SWEEP_AFTER_RESPONSE", 1),
+        ("SWEEP_AFTER_RESPONSE", "False"),
     ],
 )
 def test_bad_sweep_settings_are_refused(settings, key, value):
@@ -334,6 +500,9 @@ def test_sweep_settings_are_read(settings):
     settings.TOKENOPS = {"SWEEP_PROBABILITY": 1, "SWEEP_MAX_ROWS": 10_000}
     conf = get_settings()
     assert (conf.sweep_probability, conf.sweep_max_rows) == (1.0, 10_000)
+    assert conf.sweep_after_response is True
+    settings.TOKENOPS = {"SWEEP_AFTER_RESPONSE": False}
+    assert get_settings().sweep_after_response is False
 
 
 def test_sqlite_sweeps_skip_when_another_connection_writes(alice, sweeps_on, sqlite_file):

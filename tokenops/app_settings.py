@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     # (1,000,000 tokens, docs/benchmark.md); 0.1 x 100 = 10 rows per issued token still
     # outpaces the one it adds tenfold.
     "SWEEP_MAX_ROWS": 100,
+    # A sweep triggered while a request is served runs once its response has gone out (at
+    # the request's end, in the same thread); False: at once, after the token's commit.
+    "SWEEP_AFTER_RESPONSE": True,
 }
 
 ADMIN_PURGE_CHOICES = ("auto", "celery", "thread")
@@ -85,6 +88,7 @@ class TokenopsSettings:
     # In-app sweeps on token issuance (0.0: off) and the rows one sweep deletes at most.
     sweep_probability: float = 0.0
     sweep_max_rows: int = 100
+    sweep_after_response: bool = True
 
 
 def _invalid(key: str, expected: str, value: Any) -> TokenopsError:
@@ -198,6 +202,9 @@ def get_settings() -> TokenopsSettings:
             _("a whole number from %(low)s to %(high)s") % {"low": 1, "high": MAX_SWEEP_ROWS},
             merged["SWEEP_MAX_ROWS"],
         )
+    after_response = merged["SWEEP_AFTER_RESPONSE"]
+    if not isinstance(after_response, bool):
+        raise _invalid("SWEEP_AFTER_RESPONSE", _("True or False"), after_response)
     return TokenopsSettings(
         older_than=_duration("OLDER_THAN", merged["OLDER_THAN"]),
         older_than_text=merged["OLDER_THAN"].strip().lower(),
@@ -213,4 +220,5 @@ def get_settings() -> TokenopsSettings:
         admin_purge=admin_purge,
         sweep_probability=float(probability),
         sweep_max_rows=sweep_rows,
+        sweep_after_response=after_response,
     )

@@ -3,7 +3,12 @@ scheduling (PHP's ``session.gc_probability``, for simplejwt's token tables).
 
 With ``TOKENOPS["SWEEP_PROBABILITY"]`` above 0, each new OutstandingToken (login, refresh
 with rotation, any code path) registers, with that probability, one sweep to run after
-its transaction commits, in the same thread. A sweep:
+its transaction commits, in the same thread. Inside a request (between Django's
+``request_started`` and ``request_finished``, in that thread) the sweep waits for the
+request's end: ``request_finished`` comes when the server closes the response, after its
+bytes have gone out, so the client does not wait for the sweep (SWEEP_AFTER_RESPONSE;
+one sweep per database and request). Outside a request (a shell, a Celery task) it runs
+as soon as the token's transaction commits. A sweep:
 
 - steps aside while a full purge holds the purge lock of its database (``purge_running``);
 - takes the safe cutoff of ``token_purge`` (``safe_cutoff`` with TOKENOPS' OLDER_THAN and
@@ -139,10 +144,20 @@ ERRORS = ErrorGate(ERROR_INTERVAL)
 _cursors: dict[str, int] = {}
 
 
+class _RequestSweeps(threading.local):
+    """This thread's request, if one is being served: the sweeps waiting for its end."""
+
+    pending: dict[str, TokenopsSettings] | None = None
+
+
+_request = _RequestSweeps()
+
+
 def reset_state() -> None:
-    """Forget the error gate and the window cursors (a test's clean start)."""
+    """Forget the error gate, the window cursors and this thread's request (a clean start)."""
     ERRORS.reset()
     _cursors.clear()
+    _request.pending = None
 
 
 def _probability_asked() -> bool:
@@ -168,7 +183,40 @@ def on_token_saved(
         return
     if random.random() >= conf.sweep_probability:  # noqa: S311 - sampling, not security
         return
-    transaction.on_commit(partial(sweep_quietly, using, conf), using=using)
+    transaction.on_commit(partial(_sweep_after_commit, using, conf), using=using)
+
+
+def _sweep_after_commit(using: str, conf: TokenopsSettings) -> None:
+    """The token is committed: sweep now, or at the end of this thread's request.
+
+    Django's WSGI and ASGI handlers send ``request_started``, run a sync view and close
+    the response in one thread (ASGI: the request's thread-sensitive executor), so a
+    thread-local finds the request's sweeps again.
+    """
+    if conf.sweep_after_response and _request.pending is not None:
+        _request.pending.setdefault(using, conf)
+        return
+    sweep_quietly(using, conf)
+
+
+def on_request_started(**kwargs: Any) -> None:
+    """A request begins in this thread: its sweeps wait for its end."""
+    _request.pending = {}
+
+
+def on_request_finished(**kwargs: Any) -> None:
+    """The response is out: run the request's sweeps, one per database.
+
+    Django's own receiver has closed connections past CONN_MAX_AGE by now; a connection
+    a sweep opens again is closed after it, as the request would have left it.
+    """
+    pending, _request.pending = _request.pending, None
+    for using, conf in (pending or {}).items():
+        was_closed = connections[using].connection is None
+        sweep_quietly(using, conf)
+        if was_closed:
+            with suppress(Exception):
+                connections[using].close()
 
 
 def sweep_quietly(using: str, conf: TokenopsSettings | None = None) -> SweepResult | None:
@@ -492,9 +540,12 @@ def swept_within(status: SweepStatus, now: datetime, within: timedelta) -> bool:
 
 
 def connect() -> None:
-    """Listen for new OutstandingTokens (called once by the app config's ready())."""
+    """Listen for new OutstandingTokens and for requests (once, from the app's ready())."""
+    from django.core.signals import request_finished, request_started
     from django.db.models.signals import post_save
 
     post_save.connect(
         on_token_saved, sender=OutstandingToken, dispatch_uid=DISPATCH_UID, weak=False
     )
+    request_started.connect(on_request_started, dispatch_uid=f"{DISPATCH_UID}.started")
+    request_finished.connect(on_request_finished, dispatch_uid=f"{DISPATCH_UID}.finished")
