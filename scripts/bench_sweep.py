@@ -13,6 +13,8 @@ False: at the token's commit, inside the view).
 server (runserver's) and logs in over real HTTP, one login every ``--interval-ms``; the
 time is the client's, until the whole response has arrived. ``--client test``: Django's
 test client, whose time includes the request's end (so a sweep after the response too).
+Beside it, the worker's time: from ``request_started`` to the end of ``request_finished``
+(a sweep after the response included).
 Passwords use the MD5 hasher so the view's own cost is small and the sweep's shows.
 
 ``simulate``: the real ``sweep`` function on a real SQLite file with a simulated clock
@@ -82,6 +84,16 @@ users = get_user_model()._default_manager
 user, _ = users.get_or_create(username="bench-sweeper")
 user.set_password("pw"); user.save()
 credentials = {"username": "bench-sweeper", "password": "pw"}
+# The worker's time per request, from request_started to the end of request_finished's
+# receivers (connected after tokenops's, so a sweep after the response is inside).
+from django.core.signals import request_finished, request_started
+local, busy = threading.local(), []
+def started(**kwargs):
+    local.started = time.perf_counter()
+def finished(**kwargs):
+    busy.append(time.perf_counter() - local.started)
+request_started.connect(started, weak=False)
+request_finished.connect(finished, weak=False)
 if config["client"] == "http":
     from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
     from django.core.wsgi import get_wsgi_application
@@ -121,12 +133,16 @@ for _ in range(config["requests"]):
     times.append(login())
     time.sleep(max(0.0, interval - (time.perf_counter() - started)))
 time.sleep(1)  # the last request's sweep, after its response
+busy = busy[-len(times):]  # the logins' (the user's set-up made no request)
 after = sweep_totals("default")
 times.sort()
+busy.sort()
 print(json.dumps({
     "median_ms": statistics.median(times) * 1000,
     "p99_ms": times[int(len(times) * 0.99) - 1] * 1000,
     "max_ms": times[-1] * 1000,
+    "worker_median_ms": statistics.median(busy) * 1000,
+    "worker_p99_ms": busy[int(len(busy) * 0.99) - 1] * 1000,
     "sweeps": after.sweeps - before.sweeps,
     "deleted": after.outstanding - before.outstanding,
 }))
@@ -194,6 +210,8 @@ def latency(options: argparse.Namespace) -> dict[str, Any]:
                         print(
                             f"[{name}] {key}: median {result['median_ms']:.2f} ms, "
                             f"p99 {result['p99_ms']:.2f} ms, max {result['max_ms']:.1f} ms, "
+                            f"worker {result['worker_median_ms']:.2f} / "
+                            f"{result['worker_p99_ms']:.2f} ms, "
                             f"{result['sweeps']} sweeps deleted {result['deleted']} tokens",
                             flush=True,
                         )

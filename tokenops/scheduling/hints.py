@@ -360,9 +360,10 @@ def sweep_hint(probability: float) -> str:
             "",
             '    TOKENOPS = {..., "SWEEP_PROBABILITY": 0.1, "SWEEP_MAX_ROWS": 100}',
             "",
-            "Trade-off: a request that sweeps takes 5-20 ms longer (README), and sweeps",
-            "look only at the oldest rows: run token_purge once for a large backlog, and",
-            "keep a schedule as well if your token lifetimes differ widely.",
+            "Trade-off: a sweep runs once the request's response has gone out, so the",
+            "client does not wait, but that worker stays busy 5-20 ms longer (README);",
+            "sweeps look only at the oldest rows: run token_purge once for a large",
+            "backlog, and keep a schedule as well if your token lifetimes differ widely.",
             f"In-app sweeps are {state} here.",
         ]
     )
