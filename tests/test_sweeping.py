@@ -22,7 +22,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.asgi import get_asgi_application
 from django.core.signals import request_finished, request_started
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DatabaseError, close_old_connections, connection, connections, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -117,20 +117,47 @@ def _new_token() -> OutstandingToken:
     )
 
 
-def test_inside_a_request_the_sweep_waits_for_its_end_once_per_database(alice, sweeps_on):
-    dead = make_tokens([utcnow() - timedelta(days=3)] * 4, blacklisted=True)
+def test_inside_a_request_the_sweep_waits_for_its_end_once_per_database(alice, sweeps_on, settings):
+    settings.TOKENOPS = {**settings.TOKENOPS, "SWEEP_MAX_ROWS": 2}
+    dead = sorted(ids(make_tokens([utcnow() - timedelta(days=3)] * 6, blacklisted=True)))
     request_started.send(sender=None)
     for _ in range(3):
         _new_token()
-    assert ids(dead) <= remaining()  # committed, yet no sweep so far
+    assert set(dead) <= remaining()  # committed, yet no sweep so far
     request_finished.send(sender=None)
-    assert not remaining() & ids(dead)
-    assert BlacklistedToken.objects.count() == 0
+    # One sweep of 2 rows for the three tokens, the oldest first.
+    assert remaining() & set(dead) == set(dead[2:])
+    assert BlacklistedToken.objects.count() == 4
     assert SweepTally.objects.get().sweeps == 1
     # Outside a request the sweep runs at the commit.
-    later = make_tokens([utcnow() - timedelta(days=3)] * 2)
     _new_token()
-    assert not remaining() & ids(later)
+    assert remaining() & set(dead) == set(dead[4:])
+
+
+def test_sweeps_of_a_request_whose_end_never_came_wait_for_the_next_end(alice, sweeps_on):
+    dead = make_tokens([utcnow() - timedelta(days=3)] * 2)
+    request_started.send(sender=None)
+    _new_token()
+    request_started.send(sender=None)  # the first request's end was never signalled
+    assert ids(dead) <= remaining()
+    request_finished.send(sender=None)
+    assert not remaining() & ids(dead)
+
+
+@pytest.fixture
+def receivers_as_at_start() -> list[object]:
+    """request_finished's receivers as a served process has them: Django's
+    close_old_connections connected first (at import), then the app's ready()."""
+    request_finished.disconnect(dispatch_uid=f"{sweeping.DISPATCH_UID}.finished")
+    request_finished.disconnect(close_old_connections)
+    request_finished.connect(close_old_connections)
+    sweeping.connect()
+    return [ref() for _key, ref, *_rest in request_finished.receivers]
+
+
+def test_the_sweep_runs_before_django_closes_the_request_s_connection(receivers_as_at_start):
+    order = receivers_as_at_start
+    assert order.index(sweeping.on_request_finished) < order.index(close_old_connections)
 
 
 def test_without_sweep_after_response_a_request_sweeps_at_the_commit(alice, sweeps_on, settings):
@@ -146,18 +173,37 @@ def test_without_sweep_after_response_a_request_sweeps_at_the_commit(alice, swee
 
 
 @pytest.mark.parametrize("max_age", [0, None])
-def test_a_deferred_sweep_leaves_the_connection_as_django_left_it(
-    alice, sweeps_on, monkeypatch, max_age
+def test_a_deferred_sweep_uses_the_request_s_connection_then_django_closes_it(
+    alice, sweeps_on, monkeypatch, receivers_as_at_start, max_age
 ):
     dead = make_tokens([utcnow() - timedelta(days=3)] * 2)
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", max_age)
     connection.close()
     request_started.send(sender=None)
     _new_token()
-    # Django closes a connection past CONN_MAX_AGE first; the sweep reopens it, and closes
-    # what it opened.
-    request_finished.send(sender=None)
-    assert (connection.connection is not None) is (max_age is None)
+    used = connection.connection
+    assert used is not None
+    seen: list[object] = []
+
+    def spy(execute, sql, params, many, context):
+        seen.append(context["connection"].connection)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        request_finished.send(sender=None)
+    assert seen  # the sweep ran, on the request's connection, not on a new one
+    assert all(raw is used for raw in seen)
+    assert (connection.connection is used) is (max_age is None)
+    assert not remaining() & ids(dead)
+
+
+def test_a_sweep_that_finds_the_connection_closed_closes_what_it_opened(alice, sweeps_on):
+    dead = make_tokens([utcnow() - timedelta(days=3)] * 2)
+    request_started.send(sender=None)
+    _new_token()
+    connection.close()
+    sweeping.on_request_finished()
+    assert connection.connection is None
     assert not remaining() & ids(dead)
 
 
@@ -201,7 +247,9 @@ def _post_login(url: str, timeout: float) -> int | None:
             json.dumps({"username": "alice", "password": "pw"}),
             {"Content-Type": "application/json"},
         )
-        return http.getresponse().status
+        response = http.getresponse()
+        response.read()  # the whole body: a server could hold its end back
+        return response.status
     except TimeoutError:
         return None
     finally:
@@ -217,7 +265,7 @@ def test_over_http_the_login_answers_before_its_sweep_ends(
     dead = make_tokens([utcnow() - timedelta(days=3)] * 5)
     with _tally_table_locked():
         # The sweep deletes the rows, then waits to count them in the tally.
-        status = _post_login(live_server.url, timeout=2)
+        status = _post_login(live_server.url, timeout=15 if after_response else 2)
     assert status == (200 if after_response else None)
     deadline = time.monotonic() + 10
     while not SweepTally.objects.exists() and time.monotonic() < deadline:

@@ -46,7 +46,14 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, OperationalError, connections, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    close_old_connections,
+    connections,
+    transaction,
+)
 from django.db.models import F, Max, Q, Sum
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
@@ -200,15 +207,21 @@ def _sweep_after_commit(using: str, conf: TokenopsSettings) -> None:
 
 
 def on_request_started(**kwargs: Any) -> None:
-    """A request begins in this thread: its sweeps wait for its end."""
-    _request.pending = {}
+    """A request begins in this thread: its sweeps wait for its end.
+
+    Sweeps still pending (a request whose end never came) wait for this one's end: none
+    is dropped.
+    """
+    if _request.pending is None:
+        _request.pending = {}
 
 
 def on_request_finished(**kwargs: Any) -> None:
     """The response is out: run the request's sweeps, one per database.
 
-    Django's own receiver has closed connections past CONN_MAX_AGE by now; a connection
-    a sweep opens again is closed after it, as the request would have left it.
+    ``connect`` puts this receiver before Django's ``close_old_connections``, so a sweep
+    uses the request's connection; should that one be closed already, a connection the
+    sweep opens is closed after it, as the request left it.
     """
     pending, _request.pending = _request.pending, None
     for using, conf in (pending or {}).items():
@@ -548,4 +561,8 @@ def connect() -> None:
         on_token_saved, sender=OutstandingToken, dispatch_uid=DISPATCH_UID, weak=False
     )
     request_started.connect(on_request_started, dispatch_uid=f"{DISPATCH_UID}.started")
+    # Before Django's close_old_connections (connected when django.db was imported): with
+    # CONN_MAX_AGE 0 it closes the request's connection, which the sweep would reopen.
+    request_finished.disconnect(close_old_connections)
     request_finished.connect(on_request_finished, dispatch_uid=f"{DISPATCH_UID}.finished")
+    request_finished.connect(close_old_connections)
