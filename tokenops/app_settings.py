@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     # rows after its transaction commits; 0 turns sweeping off.
     "SWEEP_PROBABILITY": 0,
     # Rows one sweep deletes at most (and the oldest ids it looks at). 100: a sweep that
-    # deletes a full 100 rows adds 9-17 ms (median) to its request, 500 added 20-41 ms
+    # deletes a full 100 rows keeps its worker 9-17 ms (median) longer, 500 rows 20-41 ms
     # (1,000,000 tokens, docs/benchmark.md); 0.1 x 100 = 10 rows per issued token still
     # outpaces the one it adds tenfold.
     "SWEEP_MAX_ROWS": 100,
