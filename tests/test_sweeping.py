@@ -144,6 +144,10 @@ def test_sweeps_of_a_request_whose_end_never_came_wait_for_the_next_end(alice, s
     assert not remaining() & ids(dead)
 
 
+def _finished_receivers() -> list[object]:
+    return [ref() for _key, ref, *_rest in request_finished.receivers]
+
+
 @pytest.fixture
 def receivers_as_at_start() -> list[object]:
     """request_finished's receivers as a served process has them: Django's
@@ -152,12 +156,22 @@ def receivers_as_at_start() -> list[object]:
     request_finished.disconnect(close_old_connections)
     request_finished.connect(close_old_connections)
     sweeping.connect()
-    return [ref() for _key, ref, *_rest in request_finished.receivers]
+    return _finished_receivers()
 
 
 def test_the_sweep_runs_before_django_closes_the_request_s_connection(receivers_as_at_start):
     order = receivers_as_at_start
     assert order.index(sweeping.on_request_finished) < order.index(close_old_connections)
+
+
+def test_a_project_that_turned_close_old_connections_off_keeps_it_off():
+    request_finished.disconnect(close_old_connections)
+    try:
+        sweeping.connect()
+        assert close_old_connections not in _finished_receivers()
+        assert sweeping.on_request_finished in _finished_receivers()
+    finally:
+        request_finished.connect(close_old_connections)
 
 
 def test_without_sweep_after_response_a_request_sweeps_at_the_commit(alice, sweeps_on, settings):

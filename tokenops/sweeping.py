@@ -562,7 +562,9 @@ def connect() -> None:
     )
     request_started.connect(on_request_started, dispatch_uid=f"{DISPATCH_UID}.started")
     # Before Django's close_old_connections (connected when django.db was imported): with
-    # CONN_MAX_AGE 0 it closes the request's connection, which the sweep would reopen.
-    request_finished.disconnect(close_old_connections)
+    # CONN_MAX_AGE 0 it closes the request's connection, which the sweep would reopen. A
+    # project that turned it off keeps it off.
+    closes = request_finished.disconnect(close_old_connections)
     request_finished.connect(on_request_finished, dispatch_uid=f"{DISPATCH_UID}.finished")
-    request_finished.connect(close_old_connections)
+    if closes:
+        request_finished.connect(close_old_connections)
