@@ -52,6 +52,8 @@ from tokenops.purging import Deleted
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SLIDING_CLASSES = ("rest_framework_simplejwt.tokens.SlidingToken",)
+# Alice's login as a JSON body, for the requests sent without Django's test client.
+LOGIN_BODY = json.dumps({"username": "alice", "password": "pw"})
 
 
 @pytest.fixture
@@ -258,7 +260,7 @@ def _post_login(url: str, timeout: float) -> int | None:
         http.request(
             "POST",
             "/api/token/",
-            json.dumps({"username": "alice", "password": "pw"}),
+            LOGIN_BODY,
             {"Content-Type": "application/json"},
         )
         response = http.getresponse()
@@ -290,7 +292,7 @@ def test_over_http_the_login_answers_before_its_sweep_ends(
 
 def test_under_asgi_the_sweep_runs_after_the_response_body_was_sent(alice, sweeps_on):
     dead = make_tokens([utcnow() - timedelta(days=3)] * 4)
-    body = json.dumps({"username": "alice", "password": "pw"}).encode()
+    body = LOGIN_BODY.encode()
     scope = {
         "type": "http",
         "method": "POST",
