@@ -3,9 +3,11 @@
 For each backend (SQLite always; PostgreSQL and MariaDB when their servers answer) it
 seeds one template database with the demo seeder, copies it once per measured command,
 runs each command as its own process and prints wall time, the child's peak RSS, the
-longest single write transaction and the ratios. It then checks that every copy kept
-exactly the template's rows that had not expired when the runs ended and none that had
-expired before its command started (LEEWAY 0). ``token_report`` is timed on the template.
+longest single write transaction and the ratios. After each command it checks that its copy
+kept exactly the template's rows that had not expired when the run ended and none that had
+expired before it started (LEEWAY 0), then drops the copy. Before each measured command the
+server settles (InnoDB's purge, autovacuum, dirty pages; see ``Backend.settle``), so that
+no command pays for the one before. ``token_report`` is timed on the template.
 
 Linux only (it reads ``resource.getrusage``); the package itself stays cross-platform.
 
@@ -28,7 +30,7 @@ that follow creation time, expired rows first; ``scattered`` is the default).
 
     python scripts/bench_purge.py --count 1000000,3000000 --order scattered,ordered --traffic
 
-Databases are named ``bench_*`` (SQLite files in --workdir) and dropped at the end.
+Databases are named ``bench_*`` (SQLite files in --workdir) and dropped when done.
 PostgreSQL server-backend memory is not part of the RSS shown (it is the server's).
 """
 
@@ -227,6 +229,15 @@ class Backend:
     def after_seed(self, db: str) -> None:
         """Give the planner statistics, as autovacuum/auto-stats would have by now."""
 
+    def settle(self, db: str) -> None:
+        """Let the server finish the background work that earlier steps left behind.
+
+        A copy leaves dirty pages, a big delete leaves cleanup (InnoDB's purge of
+        delete-marked rows, PostgreSQL's autovacuum): done during the next measured
+        command, that work would be charged to it, and to whichever command came after
+        the biggest delete.
+        """
+
     def moment(self, value: datetime) -> Any:
         return value
 
@@ -264,6 +275,9 @@ class SQLite(Backend):
 
     def exists(self, db: str) -> bool:
         return self.path(db).exists()
+
+    def settle(self, db: str) -> None:
+        os.sync()
 
     def moment(self, value: datetime) -> Any:
         # Django's SQLite backend stores aware datetimes as naive UTC text.
@@ -305,6 +319,18 @@ class Postgres(Backend):
     def after_seed(self, db: str) -> None:
         with self.connect(db) as conn:
             conn.execute("VACUUM ANALYZE")
+
+    def settle(self, db: str) -> None:
+        with self.connect("postgres") as conn:
+            wait_until(
+                lambda: (
+                    not conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE backend_type = 'autovacuum worker'"
+                    ).fetchone()[0]
+                )
+            )
+            conn.execute("CHECKPOINT")
 
 
 class MariaDB(Backend):
@@ -366,6 +392,30 @@ class MariaDB(Backend):
 
     def after_seed(self, db: str) -> None:
         self.admin(*[f"ANALYZE TABLE `{db}`.`{table}`" for table in TABLES])
+
+    def settle(self, db: str) -> None:
+        conn = self.connect("")
+        try:
+            cursor = conn.cursor()
+
+            def purged() -> bool:
+                cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'")
+                return int(cursor.fetchone()[1]) < 1000
+
+            wait_until(purged)
+            # Writes the tables' dirty pages to disk (and holds them read-only until UNLOCK).
+            names = ", ".join(f"`{db}`.`{table}`" for table in TABLES)
+            cursor.execute(f"FLUSH TABLES {names} FOR EXPORT")
+            cursor.execute("UNLOCK TABLES")
+        finally:
+            conn.close()
+
+
+def wait_until(done: Any, timeout: float = 600.0) -> None:
+    """Poll ``done()`` each second until it is true or ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def migrate(backend: Backend, db: str, env: dict[str, str]) -> None:
@@ -570,6 +620,7 @@ def bench_backend(
         )
         backend.after_seed(seed_db)
         print(f"[{backend.name}] seeded {count} ({order}) in {seeded['seconds']:.1f} s", flush=True)
+    settle(backend, seed_db)
 
     for attempt in range(options.report_runs):
         run = run_command(
@@ -602,9 +653,12 @@ def bench_backend(
         commands.append((f"token_purge @ {tree}", purge, tree.resolve(), "command"))
     if options.traffic:
         commands.append(("token_purge + app traffic", purge, ROOT, "traffic"))
-    for index, (label, args, tree, kind) in enumerate(commands):
-        db = f"bench_run{index}"
+    upto = max_id(backend, seed_db)
+    kept: dict[str, int] = {}
+    for label, args, tree, kind in commands:
+        db = "bench_run"
         backend.copy(seed_db, db, env)
+        settle(backend, db)
         if kind == "floor":
             run = run_floor(backend, db, env)
         elif kind == "traffic":
@@ -625,10 +679,16 @@ def bench_backend(
             + (f", app traffic {run.traffic}" if run.traffic else ""),
             flush=True,
         )
+        # Checked and dropped at once: the next command then runs beside no other copy.
+        kept[run.label] = check(backend, seed_db, run, upto)
+        backend.drop(db)
 
-    check(backend, seed_db, [r for r in runs if not r.label.startswith("token_report")])
-    for index in range(len(commands)):
-        backend.drop(f"bench_run{index}")
+    print(
+        f"[{backend.name}] rows check OK: every copy kept the seed's rows that had not "
+        "expired when its run ended and none that had expired before it started; rows that "
+        f"expired during each run, kept: {kept}",
+        flush=True,
+    )
     if not options.keep_seed:
         backend.drop(seed_db)
     return runs
@@ -658,6 +718,7 @@ def run_checks(
 ) -> list[Run]:
     db = "bench_check"
     backend.copy(seed_db, db, env)
+    settle(backend, db)
     runs = []
 
     def timed(label: str, extra: list[str], expected: int) -> None:
@@ -693,38 +754,31 @@ def run_checks(
     return runs
 
 
-def check(backend: Backend, seed_db: str, runs: list[Run]) -> None:
-    """Every copy kept the template's not-yet-expired rows and nothing already expired.
+def check(backend: Backend, seed_db: str, run: Run, upto: int) -> int:
+    """The run's copy kept the seed's not-yet-expired rows and nothing already expired.
 
-    Only the template's rows are compared (ids up to its largest): the app traffic adds
-    rows of its own during a run.
+    Only the seed's rows are compared (ids up to ``upto``, its largest): the app traffic
+    adds rows of its own during a run. Returns how many rows that expired during the run
+    were kept (an expiry after the run took its cutoff).
     """
-    if not runs:
-        return
-    last_end = max(run.ended for run in runs) + timedelta(seconds=1)
-    upto = max_id(backend, seed_db)
-    expected = fingerprint(backend, seed_db, last_end, upto)
-    for run in runs:
-        got = fingerprint(backend, run.database, last_end, upto)
-        before_start = fingerprint(backend, run.database, run.started - timedelta(seconds=1))
-        problems = [
-            key for key in ("outstanding_later", "blacklisted_later") if got[key] != expected[key]
-        ]
-        if before_start["outstanding_expired"][0]:
-            problems.append(f"{before_start['outstanding_expired'][0]} expired rows left")
-        if problems:
-            raise SystemExit(f"[{backend.name}] {run.label} left different rows: {problems}")
-    rows = {run.label: fingerprint(backend, run.database, last_end, upto) for run in runs}
-    window = {
-        label: f["outstanding_total"][0] - f["outstanding_later"][0] for label, f in rows.items()
-    }
-    print(
-        f"[{backend.name}] rows check OK: same rows not expired at the end "
-        f"({expected['outstanding_later'][0]} outstanding, "
-        f"{expected['blacklisted_later'][0]} blacklisted); no row expired before its "
-        f"run started is left; rows that expired during the runs, kept: {window}",
-        flush=True,
-    )
+    after = run.ended + timedelta(seconds=1)
+    expected = fingerprint(backend, seed_db, after, upto)
+    got = fingerprint(backend, run.database, after, upto)
+    before_start = fingerprint(backend, run.database, run.started - timedelta(seconds=1))
+    problems = [
+        key for key in ("outstanding_later", "blacklisted_later") if got[key] != expected[key]
+    ]
+    if before_start["outstanding_expired"][0]:
+        problems.append(f"{before_start['outstanding_expired'][0]} expired rows left")
+    if problems:
+        raise SystemExit(f"[{backend.name}] {run.label} left different rows: {problems}")
+    return got["outstanding_total"][0] - got["outstanding_later"][0]
+
+
+def settle(backend: Backend, db: str) -> None:
+    started = time.monotonic()
+    backend.settle(db)
+    print(f"[{backend.name}] settled in {time.monotonic() - started:.1f} s", flush=True)
 
 
 def table(results: dict[str, list[Run]]) -> str:
