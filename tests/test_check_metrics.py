@@ -201,6 +201,18 @@ def test_a_stale_success_asks_only_the_rows_added_since_while_the_old_ones_are_s
     assert outstanding_queries(two_days)[0] == "stale"
 
 
+def test_the_recorded_expiry_keeps_its_meaning_without_time_zone_support(settings):
+    """USE_TZ=False: simplejwt's expires_at is naive UTC, the history naive local time."""
+    settings.USE_TZ, settings.TIME_ZONE = False, "America/New_York"  # 5 h behind UTC
+    make_tokens([utcnow() - timedelta(hours=22)], user=None)  # kept by --older-than 1d
+    assert run_command("token_purge", "--older-than", "1d", "-v", "0").code == 0
+    PurgeRun.objects.update(finished_at=to_db(utcnow() - timedelta(days=20)))
+    # 20 h: the kept row is purgeable now. Read as New York time, the recorded expiry
+    # would be 17 h ago, after this cutoff, and the old rows would go unread.
+    health = check_health(ReportRequest("default", older_than=timedelta(hours=20)))
+    assert health.reason == "stale"
+
+
 def metrics(*args: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     result = run_command("token_report", "--format", "openmetrics", *args)
     assert (result.code, result.err) == (0, "")

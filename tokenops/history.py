@@ -172,7 +172,8 @@ class PurgeRecorder:
         row = self.row
         row.complete = complete
         if mark is not None:
-            row.last_token_id, row.next_expiry = mark.last_token_id, mark.next_expiry
+            row.last_token_id = mark.last_token_id
+            row.next_expiry = None if mark.next_expiry is None else to_db(mark.next_expiry)
         row.outstanding_deleted = deleted.outstanding
         row.blacklisted_deleted = deleted.blacklisted
         row.outstanding_after = after.outstanding.total

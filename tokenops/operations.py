@@ -541,7 +541,8 @@ def _recorded_watermark(run: PurgeRun) -> Watermark | None:
     """Where ``run`` left the outstanding table, if it was a complete purge that said so."""
     if not run.complete or run.last_token_id is None:
         return None
-    return Watermark(run.last_token_id, run.next_expiry)
+    expiry = None if run.next_expiry is None else as_utc(run.next_expiry)
+    return Watermark(run.last_token_id, expiry)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,13 @@ one query that stops as early as the database lets it (EXISTS, ORDER BY ... LIMI
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db.models import Max, Min
+from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 from .cutoff import Cutoff
-from .dbtime import as_utc
 
 
 def _latest_expiry(cutoff: Cutoff, expired_before: datetime | None) -> datetime:
@@ -38,7 +38,7 @@ def any_purgeable(using: str, cutoff: Cutoff, *, expired_before: datetime | None
 
 @dataclass(frozen=True)
 class Watermark:
-    """The outstanding table's highest id (0: empty) and earliest expiry, in one query."""
+    """The outstanding table's highest id (0: empty) and earliest expiry (aware UTC)."""
 
     last_token_id: int
     next_expiry: datetime | None
@@ -49,7 +49,11 @@ def watermark(using: str) -> Watermark:
     found = OutstandingToken.objects.using(using).aggregate(
         last=Max("pk"), earliest=Min("expires_at")
     )
-    return Watermark(found["last"] or 0, found["earliest"])
+    earliest = found["earliest"]
+    if earliest is not None and timezone.is_naive(earliest):
+        # simplejwt stores naive UTC when USE_TZ is False, not TIME_ZONE's local time.
+        earliest = earliest.replace(tzinfo=UTC)
+    return Watermark(found["last"] or 0, earliest)
 
 
 def any_purgeable_since(
@@ -66,7 +70,7 @@ def any_purgeable_since(
     finds them without reading the table. simplejwt never changes ``expires_at``.
     """
     moment = _latest_expiry(cutoff, expired_before)
-    if mark is None or (mark.next_expiry is not None and as_utc(mark.next_expiry) <= moment):
+    if mark is None or (mark.next_expiry is not None and mark.next_expiry <= moment):
         return any_purgeable(using, cutoff, expired_before=expired_before)
     return (
         OutstandingToken.objects.using(using)
