@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import closing
 from datetime import timedelta
 
 import pytest
@@ -21,6 +20,7 @@ from tests.utils import (
     out_of_space_errors,
     project_env,
     run_manage,
+    sqlite_full_error,
     utcnow,
 )
 from tokenops import purging
@@ -269,14 +269,9 @@ def test_other_errors_are_not_out_of_space():
 
 
 def test_sqlite_full_is_recognised(tmp_path):
-    """A real SQLITE_FULL: a database held to three pages by max_page_count."""
-    with closing(sqlite3.connect(tmp_path / "full.sqlite3")) as db:
-        db.execute("CREATE TABLE t (x TEXT)")
-        db.execute("PRAGMA max_page_count = 3")
-        with pytest.raises(sqlite3.OperationalError) as raised:
-            db.execute("INSERT INTO t VALUES (?)", ("x" * 20000,))
-    assert str(raised.value) == "database or disk is full"
-    assert purging.is_out_of_space(driver_error(raised.value))
+    error = sqlite_full_error(tmp_path)
+    assert str(error) == "database or disk is full"
+    assert purging.is_out_of_space(driver_error(error))
 
 
 def test_out_of_space_suggests_the_largest_batch_that_fit():

@@ -19,13 +19,14 @@ from django.db import OperationalError, connections
 from django.test import override_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from tests.utils import utcnow
+from tests.utils import driver_error, sqlite_full_error, utcnow
+from tokenops import purging
 from tokenops.app_settings import MAX_ROWS
 from tokenops.errors import TokenopsError
 from tokenops.models import PurgeRun
 from tokenops.operations import PurgeRequest
 from tokenops.scheduling.schedule import CELERY_TASK
-from tokenops.tasks import purge_expired_tokens, validate_arguments
+from tokenops.tasks import is_transient, purge_expired_tokens, validate_arguments
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
 
@@ -366,3 +367,17 @@ def test_locking_really_blocks_writers(lock_secondary):
         pytest.raises(sqlite3.OperationalError, match="database is locked"),
     ):
         other.execute("DELETE FROM token_blacklist_outstandingtoken")
+
+
+def test_a_full_disk_is_not_retried(tmp_path):
+    """Freeing disk space takes a person: five retries would only repeat the error."""
+    cause = driver_error(sqlite_full_error(tmp_path))
+    try:
+        raise purging.out_of_space("default", cause, fitted=0, failed=1) from cause
+    except TokenopsError as error:
+        assert not is_transient(error)
+    locked = driver_error(sqlite3.OperationalError("database is locked"))
+    try:
+        raise TokenopsError("Cannot reach database") from locked
+    except TokenopsError as error:
+        assert is_transient(error)

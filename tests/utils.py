@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -509,6 +510,18 @@ def driver_error(error: Exception) -> Exception:
         raise OperationalError(*error.args) from error
     except OperationalError as wrapped:
         return wrapped
+
+
+def sqlite_full_error(folder: Path) -> sqlite3.OperationalError:
+    """A real SQLITE_FULL: a database in ``folder`` held to three pages by max_page_count."""
+    with closing(sqlite3.connect(folder / "full.sqlite3")) as db:
+        db.execute("CREATE TABLE t (x TEXT)")
+        db.execute("PRAGMA max_page_count = 3")
+        try:
+            db.execute("INSERT INTO t VALUES (?)", ("x" * 20000,))
+        except sqlite3.OperationalError as error:
+            return error
+    raise AssertionError("max_page_count = 3 let 20,000 bytes in")
 
 
 def out_of_space_errors() -> list[Exception]:

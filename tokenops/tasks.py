@@ -44,6 +44,7 @@ from .durations import parse_duration
 from .errors import PurgeSkipped, TokenopsError, first_line, shown
 from .models import PurgeRun
 from .operations import PurgeRequest, run_purge
+from .purging import is_out_of_space
 from .rendering import purge_dict
 from .scheduling.schedule import CELERY_TASK
 
@@ -56,11 +57,11 @@ def is_transient(exc: BaseException) -> bool:
     """A database error that may pass by itself: a lock, a dropped connection, a deadlock.
 
     ``ensure_ready`` reports an unreachable database as TokenopsError; its cause tells
-    whether the database was merely unreachable for now.
+    whether the database was merely unreachable for now. A full disk is an
+    OperationalError too, but it waits for a person, not for time.
     """
-    if isinstance(exc, TRANSIENT):
-        return True
-    return isinstance(exc, TokenopsError) and isinstance(exc.__cause__, TRANSIENT)
+    cause = exc.__cause__ if isinstance(exc, TokenopsError) else exc
+    return isinstance(cause, TRANSIENT) and not is_out_of_space(cause)
 
 
 def validate_arguments(
