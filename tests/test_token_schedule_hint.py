@@ -300,8 +300,10 @@ def test_uninstall_removes_it_and_says_when_absent(manage):
 @pytest.mark.parametrize("flag", ["--install", "--uninstall"])
 def test_flags_need_the_celery_platform(manage, flag):
     result = manage("token_schedule_hint", "--platform", "linux", flag)
-    assert (result.code, result.out) == (1, "")
-    assert result.err == f"CommandError: {flag} works with --platform celery only.\n"
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"manage.py token_schedule_hint: error: {flag} works with --platform celery only.\n"
+    )
     assert not PeriodicTask.objects.exists()
 
 
@@ -486,7 +488,11 @@ def test_scripts_dir_elsewhere_records_the_root(manage, own_root, tmp_path):
 @pytest.mark.parametrize(
     ("args", "code", "err"),
     [
-        (["--force"], 1, "CommandError: --force works with --write-scripts only.\n"),
+        (
+            ["--force"],
+            2,
+            "manage.py token_schedule_hint: error: --force works with --write-scripts only.\n",
+        ),
         (
             ["--write-scripts", "--install"],
             2,

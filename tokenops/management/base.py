@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
@@ -142,7 +142,13 @@ class TokenopsCommand(BaseCommand):
         parser.__class__ = OneLineParser
         # argparse wraps the description with re, which wants a str, not a lazy string.
         parser.description = str(self.help) if self.help else None
+        self.parser = parser
         return parser
+
+    def usage_error(self, message: str) -> NoReturn:
+        """Options that do not go together: argparse's one line and exit 2, like a bad value."""
+        self.parser.error(message)
+        raise AssertionError("unreachable: OneLineParser.error raises")
 
     def run_from_argv(self, argv: list[str]) -> None:
         """The command line: an interruption at any moment is exit 130 and one line.

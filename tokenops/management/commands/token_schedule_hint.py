@@ -105,7 +105,7 @@ class Command(TokenopsCommand):
     ) -> None:
         schedule = parse_schedule(at, every, day, older_than, database)
         if force and not write_scripts:
-            raise TokenopsError("--force works with --write-scripts only.")
+            self.usage_error("--force works with --write-scripts only.")
         if write_scripts:
             written = write_project_wrappers(detect_project(scripts_dir), force=force)
             for line in written.lines():
@@ -118,7 +118,7 @@ class Command(TokenopsCommand):
         if install or uninstall:
             if platform != "celery":
                 flag = "--install" if install else "--uninstall"
-                raise TokenopsError(f"{flag} works with --platform celery only.")
+                self.usage_error(f"{flag} works with --platform celery only.")
             from ...scheduling.beat import install_periodic_task, uninstall_periodic_task
 
             result = install_periodic_task(schedule) if install else uninstall_periodic_task()
