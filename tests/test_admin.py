@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core import signing
 from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
@@ -21,7 +23,14 @@ from tests.utils import (
     utcnow,
     wait_until,
 )
-from tokenops.admin import RECENT_RUNS, confirmed_cutoff, sign_cutoff, use_celery
+from tokenops.admin import (
+    CONFIRMATION_MAX_AGE,
+    CUTOFF_SALT,
+    RECENT_RUNS,
+    confirmed_cutoff,
+    sign_cutoff,
+    use_celery,
+)
 from tokenops.dbtime import as_utc, to_db
 from tokenops.history import DRY_RUNS_KEPT
 from tokenops.models import PurgeRun, SweepTally
@@ -206,6 +215,25 @@ def test_a_cutoff_later_than_the_safe_one_is_not_used(purger, purge_in_thread):
 def test_an_altered_confirmation_starts_nothing(purger, purge_in_thread, cutoff):
     expired_and_active()
     response = purger.post(PURGE, {"confirm": "yes", "cutoff": cutoff}, follow=True)
+    assert messages_of(response) == [
+        "The confirmation has expired or was altered: nothing was started."
+    ]
+    assert PurgeRun.objects.count() == 0
+    assert OutstandingToken.objects.count() == 9
+
+
+def test_an_old_confirmation_starts_nothing(purger, purge_in_thread):
+    """A confirmation page left open past CONFIRMATION_MAX_AGE showed figures long gone."""
+
+    class Earlier(signing.TimestampSigner):
+        def timestamp(self) -> str:
+            return signing.b62_encode(int(time.time() - CONFIRMATION_MAX_AGE.total_seconds()) - 5)
+
+    expired_and_active()
+    payload = {"database": "default", "cutoff": utcnow().isoformat()}
+    old = Earlier(salt=CUTOFF_SALT).sign_object(payload, serializer=signing.JSONSerializer)
+    assert confirmed_cutoff("default", old) is None
+    response = purger.post(PURGE, {"confirm": "yes", "cutoff": old}, follow=True)
     assert messages_of(response) == [
         "The confirmation has expired or was altered: nothing was started."
     ]

@@ -72,6 +72,8 @@ REFRESH_SECONDS = 2
 # A purge sent to Celery that no worker has started after this long: the page says so.
 WORKER_WAIT = timedelta(minutes=5)
 CUTOFF_SALT = "tokenops.admin.confirmed-cutoff"
+# A confirmation page left open longer than this starts nothing: its figures are old.
+CONFIRMATION_MAX_AGE = timedelta(hours=1)
 STARTED_KEY = "tokenops_admin_purge"
 # Every moment on the page: seconds and one zone, the one the commands print.
 MOMENT_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
@@ -156,9 +158,9 @@ def sign_cutoff(using: str, moment: datetime) -> str:
 
 
 def confirmed_cutoff(using: str, value: str) -> datetime | None:
-    """The cutoff the confirmation page showed, if ``value`` is its untouched signature."""
+    """The cutoff the confirmation page showed, if ``value`` is its untouched, recent signature."""
     try:
-        data = signing.loads(value, salt=CUTOFF_SALT)
+        data = signing.loads(value, salt=CUTOFF_SALT, max_age=CONFIRMATION_MAX_AGE)
         moment = datetime.fromisoformat(data["cutoff"])
     except (signing.BadSignature, KeyError, TypeError, ValueError):
         return None
