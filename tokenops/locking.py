@@ -12,7 +12,9 @@ tokens are, so the lock lives there too:
   when the process ends, however it ends. The file itself stays; only the lock matters.
 - In-memory SQLite: the database lives in this process, so a process-local lock does.
 
-No lock ever waits: a starter that finds it taken is told at once (``held`` is False).
+No lock is waited for: a starter that finds it taken is told at once (``held`` is False),
+after one second try PROBE_GRACE later on SQLite, where a sweep's probe may hold the file
+for microseconds.
 Nothing here knows of the purge history.
 """
 

@@ -2,9 +2,9 @@
 
 Like ``clearsessions`` calling ``SessionStore.clear_expired()``, the commands, the Celery
 task and the admin page pass only what their user gave; every default comes from
-``TOKENOPS`` here, read once. Data flows one way: settings -> readiness -> safe cutoff ->
-counts -> history "counted" -> delete -> counts -> history "finished" -> a result the
-caller renders.
+``TOKENOPS`` here (``get_settings()``, validated whole). Data flows one way: settings ->
+readiness -> safe cutoff -> counts -> history "counted" -> delete -> counts -> history
+"finished" -> a result the caller renders.
 """
 
 from __future__ import annotations

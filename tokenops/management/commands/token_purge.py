@@ -9,9 +9,8 @@ from ...console import login_name, terminal_progress, terminate_as_interrupt
 from ...errors import PurgeSkipped
 from ...operations import PurgeRequest, run_purge
 from ...rendering import render_purge
-from ..base import TokenopsCommand, positive_int, seconds_arg
+from ..base import INTERRUPTED, TokenopsCommand, positive_int, seconds_arg
 
-INTERRUPTED = 130
 # EX_TEMPFAIL (sysexits.h): another purge holds the lock; try again later.
 SKIPPED = 75
 
