@@ -25,6 +25,14 @@ from .cutoff import FROM_OPTION, LEEWAY, OLDER_THAN, SLIDING, Cutoff
 from .dbtime import as_utc
 from .durations import format_duration
 from .models import PurgeRun
+from .operations import (
+    ATTENTION_FAILED,
+    ATTENTION_NEVER,
+    ATTENTION_STALE,
+    HEALTHY_RECENT,
+    HEALTHY_SWEPT,
+    HEALTHY_YOUNG,
+)
 
 if TYPE_CHECKING:
     from .history import PurgeStatus
@@ -503,7 +511,7 @@ def check_line(health: Health) -> str:
     if health.since is not None:
         values["moment"] = when(health.since)
     reason = health.reason
-    if reason == "failed":
+    if reason == ATTENTION_FAILED:
         run = health.latest
         assert run is not None
         outcome = PurgeRun.Outcome(health.latest_outcome).label
@@ -516,7 +524,7 @@ def check_line(health: Health) -> str:
             )
             % values
         )
-    if reason == "stale":
+    if reason == ATTENTION_STALE:
         values["warn_after"] = format_duration(health.warn_after)
         return (
             _(
@@ -525,7 +533,7 @@ def check_line(health: Health) -> str:
             )
             % values
         )
-    if reason == "never":
+    if reason == ATTENTION_NEVER:
         values["warn_after"] = format_duration(health.warn_after)
         return (
             _(
@@ -534,9 +542,9 @@ def check_line(health: Health) -> str:
             )
             % values
         )
-    if reason == "recent":
+    if reason == HEALTHY_RECENT:
         return _("OK: the last purge on database '%(database)s' succeeded at %(moment)s.") % values
-    if reason == "young":
+    if reason == HEALTHY_YOUNG:
         values["warn_after"] = format_duration(health.warn_after)
         return (
             _(
@@ -545,7 +553,7 @@ def check_line(health: Health) -> str:
             )
             % values
         )
-    if reason == "swept":
+    if reason == HEALTHY_SWEPT:
         values["warn_after"] = format_duration(health.warn_after)
         return (
             _(
