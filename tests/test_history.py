@@ -1,5 +1,5 @@
 """tokenops.history: every purge path leaves one true PurgeRun row, recording never breaks
-a purge, and readers (recent_runs, shown_outcome, purge_status) tell what really happened."""
+a purge, and readers (recent_runs, shown_outcome, last_success) tell what really happened."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from tokenops.console import login_name
 from tokenops.dbtime import to_db
 from tokenops.history import (
     PurgeRecorder,
-    purge_status,
+    last_success,
     recent_runs,
     shown_outcome,
     stale_before,
@@ -337,37 +337,18 @@ def test_recent_runs_is_empty_when_the_history_cannot_be_read():
         assert recent_runs("default", 5, HOUR) == []
 
 
-def test_purge_status_counts_from_the_last_real_success(time_settings):
-    now = utcnow()
-    finished = now - timedelta(days=20)
-    success = make_run(
-        started_at=to_db(finished - timedelta(minutes=1)), finished_at=to_db(finished)
-    )
+def test_last_success_is_the_latest_real_success(time_settings):
+    assert last_success("default") == (None, "")
+    first = make_run(started_at=to_db(utcnow() - timedelta(days=20)))
+    make_run(outcome=Outcome.FAILED)
     make_run(dry_run=True)  # dry runs are not purges
-    make_run(outcome=Outcome.FAILED)
-    status = purge_status("default", now, 5, warn_after=timedelta(days=14))
-    assert (status.available, status.error, status.last_success) == (True, "", success)
-    assert (status.days_since, status.purgeable, status.overdue) == (20, 5, True)
-    assert not purge_status("default", now, 5, warn_after=timedelta(days=21)).overdue
-    assert not purge_status("default", now, 0, warn_after=timedelta(days=14)).overdue
-
-
-def test_purge_status_without_success_counts_from_the_first_run():
-    now = utcnow()
-    assert purge_status("default", now, 5, warn_after=HOUR).since is None
-    first = now - timedelta(days=30, hours=1)
-    make_run(started_at=to_db(first), outcome=Outcome.FAILED)
-    make_run(outcome=Outcome.FAILED)
-    status = purge_status("default", now, 5, warn_after=timedelta(days=14))
-    assert (status.last_success, status.days_since, status.overdue) == (None, 30, True)
+    assert last_success("default") == (first, "")
+    latest = make_run(started_at=to_db(utcnow() - timedelta(days=1)))
+    assert last_success("default") == (latest, "")
     with dropped(PurgeRun):
-        unreadable = purge_status("default", now, 5, warn_after=timedelta(days=14))
-    assert (unreadable.available, unreadable.overdue, unreadable.last_success) == (
-        False,
-        False,
-        None,
-    )
-    assert unreadable.error
+        unreadable, error = last_success("default")
+    assert unreadable is None
+    assert error
 
 
 def test_last_purge_is_shown_and_no_warning_when_recent(manage):
@@ -437,15 +418,18 @@ def test_no_warning_while_nothing_is_purgeable(manage):
 
 
 def test_warning_when_no_purge_ever_succeeded(manage):
-    expired_and_active()
+    expired_and_active()  # 5 purgeable tokens, expired 2 and 3 days ago
     assert manage("token_report").out.endswith("\nLast successful purge: none recorded.\n")
-    assert manage("token_report").err == ""  # no history at all: nothing to compare with
+    assert manage("token_report").err == ""
     long_ago = to_db(utcnow() - timedelta(days=30, hours=1))
     make_run(started_at=long_ago, outcome=Outcome.FAILED, error="boom")
-    assert manage("token_report").err == (
-        "Warning: no purge has succeeded since the purge history began 30 days ago, and "
-        "5 tokens are purgeable. Is the scheduled purge running?\n"
-    )
+    # Counted from the tokens' expiry, as --check counts, never from the history's start.
+    assert manage("token_report").err == ""
+    with override_settings(TOKENOPS={"PURGE_WARN_AFTER": "2d"}):
+        assert manage("token_report").err == (
+            "Warning: no purge has ever succeeded, and 5 tokens are purgeable (the oldest "
+            "expired more than 2d ago). Is the scheduled purge running?\n"
+        )
 
 
 # --- a purge stopped from outside, in a real process ------------------------------------
@@ -496,8 +480,7 @@ def test_killed_purge_is_shown_as_interrupted_and_closed_by_the_next_run(manage)
     assert run.error.startswith("No sign of life since ")
     latest = PurgeRun.objects.exclude(pk=run.pk).get()
     assert (latest.outcome, latest.outstanding_deleted) == (Outcome.OK, remaining)
-    status = purge_status("default", utcnow(), 0, warn_after=timedelta(days=14))
-    assert status.last_success == latest
+    assert last_success("default") == (latest, "")
 
 
 @pytest.mark.slow

@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework_simplejwt import settings as jwt_settings
@@ -19,10 +21,23 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken, SlidingToken, Token
 
 from tests.simplejwt_compat import outstand
-from tests.utils import make_tokens, orphan_blacklist_rows, snapshot, stored, utcnow
+from tests.utils import (
+    make_tokens,
+    orphan_blacklist_rows,
+    recorded_run,
+    snapshot,
+    stored,
+    utcnow,
+)
 from tokenops.cutoff import FROM_OPTION, FROM_SETTING, OLDER_THAN, SLIDING
 from tokenops.models import PurgeRun
-from tokenops.operations import PurgeRequest, ReportRequest, build_report, run_purge
+from tokenops.operations import (
+    PurgeRequest,
+    ReportRequest,
+    build_report,
+    check_health,
+    run_purge,
+)
 from tokenops.purging import BatchStats, Deleted
 
 SLIDING_CLASS = "rest_framework_simplejwt.tokens.SlidingToken"
@@ -425,3 +440,31 @@ def test_report_takes_older_than_and_top_from_tokenops(report_population):
     assert [(user.username, user.tokens) for user in report.top_users] == [("alice", 4)]
     assert report.runs == ()
     assert PurgeRun.objects.count() == 0  # a report writes nothing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_report_asks_whether_a_purge_is_overdue_with_one_probe_at_most():
+    """The counts answer "anything purgeable?": only a never-purged database with
+    purgeable rows needs --check's probe (did one expire before PURGE_WARN_AFTER?)."""
+    now = utcnow()
+
+    def overdue_and_probes() -> tuple[bool, int]:
+        with CaptureQueriesContext(connection) as queries:
+            report = build_report(ReportRequest(top=0))
+        probes = [
+            q["sql"]
+            for q in queries
+            if "token_blacklist_outstandingtoken" in q["sql"] and "LIMIT 1" in q["sql"].upper()
+        ]
+        assert report.history is not None
+        assert report.history.overdue == check_health(ReportRequest()).overdue
+        return report.history.overdue, len(probes)
+
+    make_tokens([now + timedelta(days=1)], user=None)
+    assert overdue_and_probes() == (False, 0)  # never purged, nothing purgeable
+    make_tokens([now - timedelta(days=20)], user=None)
+    assert overdue_and_probes() == (True, 1)  # never purged, one expired 20 days ago
+    recorded_run(ago=timedelta(days=20))
+    assert overdue_and_probes() == (True, 0)  # a stale success, rows purgeable
+    recorded_run(ago=timedelta(hours=1))
+    assert overdue_and_probes() == (False, 0)  # a recent success

@@ -10,9 +10,8 @@ from django.utils import translation
 from tests.utils import make_tokens, utcnow
 from tokenops.counting import TableCounts, TokenCounts, UserTokens
 from tokenops.cutoff import FROM_OPTION, FROM_SETTING, LEEWAY, OLDER_THAN, SLIDING, Cutoff
-from tokenops.history import PurgeStatus
 from tokenops.models import PurgeRun
-from tokenops.operations import Health, PurgeRequest, PurgeResult, Report, run_purge
+from tokenops.operations import Health, PurgeRequest, PurgeResult, PurgeStatus, Report, run_purge
 from tokenops.purging import BatchStats, Deleted
 from tokenops.rendering import (
     age_rows,
@@ -52,7 +51,7 @@ LAST_RUN = PurgeRun(
     outstanding_deleted=10,
     blacklisted_deleted=3,
 )
-HISTORY = PurgeStatus(True, "", LAST_RUN, False, LAST_RUN.finished_at, 4, NOW)
+HISTORY = PurgeStatus(True, "", LAST_RUN, False, LAST_RUN.finished_at, 4, NOW, timedelta(days=14))
 REPORT = Report("default", CUTOFF, COUNTS, USERS, HISTORY)
 CUTOFF_LINE = (
     "Cutoff: tokens that expired at or before 2026-01-08 12:00:05 UTC are purgeable "
@@ -328,7 +327,9 @@ def test_age_rows_and_user_label():
 
 
 def test_last_purge_line_when_the_history_tells_nothing():
-    unreadable = PurgeStatus(False, "no such table: tokenops_purgerun", None, False, None, 4, NOW)
+    unreadable = PurgeStatus(
+        False, "no such table: tokenops_purgerun", None, False, None, 4, NOW, timedelta(days=14)
+    )
     assert last_purge_line(unreadable) == (
         "Last successful purge: unknown (the purge history cannot be read: "
         "no such table: tokenops_purgerun)"
@@ -365,18 +366,19 @@ def test_overdue_warnings():
         "Warning: no purge has succeeded for 20 days, and 4 tokens are purgeable. "
         "Is the scheduled purge still running?"
     )
-    assert overdue_warning(replace(late, last_success=None)) == (
-        "Warning: no purge has succeeded since the purge history began 20 days ago, and "
-        "4 tokens are purgeable. Is the scheduled purge running?"
+    never = replace(late, last_success=None, since=None)
+    assert overdue_warning(never) == (
+        "Warning: no purge has ever succeeded, and 4 tokens are purgeable (the oldest "
+        "expired more than 2w ago). Is the scheduled purge running?"
     )
     one = replace(late, since=NOW - timedelta(days=1, hours=1), purgeable=1)
     assert overdue_warning(one) == (
         "Warning: no purge has succeeded for 1 day, and 1 token is purgeable. "
         "Is the scheduled purge still running?"
     )
-    assert overdue_warning(replace(one, last_success=None)) == (
-        "Warning: no purge has succeeded since the purge history began 1 day ago, and "
-        "1 token is purgeable. Is the scheduled purge running?"
+    assert overdue_warning(replace(never, purgeable=1, warn_after=timedelta(days=1))) == (
+        "Warning: no purge has ever succeeded, and 1 token is purgeable (the oldest "
+        "expired more than 1d ago). Is the scheduled purge running?"
     )
 
 
@@ -596,7 +598,7 @@ def test_who_started_a_purge_and_its_error_are_escaped():
     failed = PurgeRun(
         started_at=NOW, trigger=PurgeRun.Trigger.COMMAND, outcome="failed", error="boom\r\x1b[K"
     )
-    health = Health("default", "failed", NOW, failed, "failed", NOW, timedelta(days=14))
+    health = Health("default", "failed", NOW, failed, "failed", NOW, timedelta(days=14), False)
     assert check_line(health) == (
         "ATTENTION: the latest purge on database 'default', started at 2026-01-15 12:00:05 "
         "UTC, failed: boom\\r\\x1b[K"

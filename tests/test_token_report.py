@@ -8,15 +8,38 @@ from django.contrib.auth import get_user_model
 from django.test import override_settings
 
 from my_bathhouse_backend.settings import SIMPLE_JWT
-from tests.utils import delete_user_keeping_tokens, make_orphans, make_tokens, utcnow
+from tests.utils import (
+    delete_user_keeping_tokens,
+    make_orphans,
+    make_tokens,
+    overdue_everywhere,
+    recorded_run,
+    utcnow,
+)
+from tokenops.models import PurgeRun
+from tokenops.operations import ReportRequest, check_health
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "secondary"])
 
 
+def never_purged(purgeable: int) -> str:
+    """The stderr of a report on a database never purged where a purgeable token expired
+    more than PURGE_WARN_AFTER (2w) ago, as report_population's 40-day-old one did."""
+    return (
+        f"Warning: no purge has ever succeeded, and {purgeable} tokens are purgeable (the "
+        "oldest expired more than 2w ago). Is the scheduled purge running?\n"
+    )
+
+
 def report(manage, *args):
     result = manage("token_report", "--format", "json", *args)
-    assert (result.code, result.err) == (0, "")
-    return json.loads(result.out)
+    data = json.loads(result.out)
+    overdue = data["purge_overdue"]
+    assert (result.code, result.err) == (
+        0,
+        never_purged(data["outstanding"]["purgeable"]) if overdue else "",
+    )
+    return data
 
 
 EXPECTED = {
@@ -90,7 +113,7 @@ def test_report_top_setting_is_the_default(manage, settings, report_population):
 
 def test_table_shows_summary_buckets_and_users(manage, report_population):
     result = manage("token_report", "--top", "3")
-    assert (result.code, result.err) == (0, "")
+    assert (result.code, result.err) == (0, never_purged(5))
     lines = result.out.splitlines()
     assert lines[0].startswith("Token report for database 'default' at ")
     assert lines[1].endswith(
@@ -143,7 +166,8 @@ def test_cutoff_line_names_where_the_margin_came_from(
 ):
     with override_settings(**settings):
         result = manage("token_report", "--top", "0", *args)
-    assert (result.code, result.err) == (0, "")
+    assert result.code == 0
+    assert result.err.startswith("Warning: no purge has ever succeeded, and ")
     cutoff = result.out.splitlines()[1]
     assert cutoff.startswith("Cutoff: tokens that expired at or before ")
     assert cutoff.endswith(f" UTC are purgeable {named}")
@@ -245,3 +269,57 @@ def test_an_unknown_database_alias_exits_2(manage):
         "manage.py token_report: error: argument --database: Unknown database alias 'nope' "
         "(configured: default, secondary).\n"
     )
+
+
+# When a purge is overdue: the report answers as --check does (one rule, in operations).
+
+NEVER_PURGED_WARNING = (
+    "Warning: no purge has ever succeeded, and 3 tokens are purgeable (the oldest expired "
+    "more than 2w ago). Is the scheduled purge running?\n"
+)
+
+
+@pytest.mark.parametrize("history", ["none", "a purge running now", "a skipped run"])
+def test_never_purged_with_a_backlog_older_than_purge_warn_after_is_overdue(manage, history):
+    now = utcnow()
+    make_tokens([now - timedelta(days=20)] * 2 + [now - timedelta(days=3)], user=None)
+    if history == "a purge running now":
+        recorded_run(PurgeRun.Outcome.RUNNING, ago=timedelta(seconds=5), finished_at=None)
+    elif history == "a skipped run":
+        recorded_run(PurgeRun.Outcome.SKIPPED, ago=timedelta(minutes=1))
+    assert overdue_everywhere() == (True, NEVER_PURGED_WARNING, True)
+    assert manage("token_report").err == NEVER_PURGED_WARNING
+    assert check_health(ReportRequest()).reason == "never"
+    assert manage("token_report", "--check").code == 4
+
+
+@pytest.mark.parametrize("history", ["none", "a dry run", "a failed run", "a skipped run"])
+def test_never_purged_with_no_backlog_older_than_purge_warn_after_is_not_overdue(manage, history):
+    make_tokens([utcnow() - timedelta(days=3)] * 2, user=None)
+    # A history that began long ago says nothing about how long tokens have waited.
+    long_ago = timedelta(days=20)
+    if history == "a dry run":
+        recorded_run(ago=long_ago, dry_run=True)
+    elif history == "a failed run":
+        recorded_run(PurgeRun.Outcome.FAILED, ago=long_ago, error="boom")
+    elif history == "a skipped run":
+        recorded_run(PurgeRun.Outcome.SKIPPED, ago=long_ago)
+    assert overdue_everywhere() == (False, "", False)
+    assert manage("token_report").err == ""
+
+
+def test_a_failed_latest_purge_after_a_stale_success_is_overdue_in_both(manage):
+    make_tokens([utcnow() - timedelta(days=1)] * 2, user=None)
+    recorded_run(ago=timedelta(days=20, hours=1))
+    recorded_run(PurgeRun.Outcome.FAILED, ago=timedelta(hours=1), error="boom")
+    assert overdue_everywhere() == (
+        True,
+        "Warning: no purge has succeeded for 20 days, and 2 tokens are purgeable. "
+        "Is the scheduled purge still running?\n",
+        True,
+    )
+    health = check_health(ReportRequest())
+    assert (health.reason, health.attention) == ("failed", True)  # the failure comes first
+    # Within PURGE_WARN_AFTER of the last success, neither is overdue.
+    with override_settings(TOKENOPS={"PURGE_WARN_AFTER": "3w"}):
+        assert overdue_everywhere() == (False, "", False)

@@ -6,6 +6,7 @@ Fixtures live in conftest.py; this module is imported, conftest.py never is.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -28,7 +29,10 @@ from django.core.management import ManagementUtility
 from django.db import connections
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
+from tokenops.dbtime import to_db
 from tokenops.management.commands import token_purge, token_report
+from tokenops.models import PurgeRun
+from tokenops.operations import ReportRequest, check_health
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -427,6 +431,32 @@ def expired_and_live(purgeable: int, live: int = 5, using: str = "default") -> N
     now = utcnow()
     make_tokens([now - timedelta(days=2)] * purgeable, blacklisted=True, user=None, using=using)
     make_tokens([now + timedelta(days=2)] * live, user=None, using=using)
+
+
+def recorded_run(
+    outcome: str = PurgeRun.Outcome.OK, *, ago: timedelta, using: str = "default", **fields: Any
+) -> PurgeRun:
+    """A history row: a purge started ``ago`` that ended 3 s later; ``fields`` override."""
+    started = to_db(utcnow() - ago)
+    values = {
+        "started_at": started,
+        "heartbeat_at": started + timedelta(seconds=3),
+        "finished_at": started + timedelta(seconds=3),
+        "trigger": PurgeRun.Trigger.COMMAND,
+        "database": using,
+        "outcome": outcome,
+        **fields,
+    }
+    return PurgeRun.objects.using(using).create(**values)
+
+
+def overdue_everywhere() -> tuple[bool, str, bool]:
+    """For the same database state: ``token_report --format json``'s ``purge_overdue``, the
+    report's stderr, and ``check_health(...).overdue`` (``--check``, the metric)."""
+    result = run_command("token_report", "--format", "json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    return report["purge_overdue"], result.err, check_health(ReportRequest()).overdue
 
 
 def run_command_object(command: Any, *args: str) -> Result:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -341,24 +340,6 @@ def stale_error(row: PurgeRun) -> str:
     ) % {"moment": as_utc(row.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S UTC")}
 
 
-@dataclass(frozen=True)
-class PurgeStatus:
-    """What the history says about the last successful purge, for reports and the admin."""
-
-    available: bool
-    error: str
-    last_success: PurgeRun | None
-    overdue: bool
-    # The moment "no success" is counted from: the last success, or the first recorded run.
-    since: datetime | None
-    purgeable: int
-    now: datetime
-
-    @property
-    def days_since(self) -> int | None:
-        return None if self.since is None else (self.now - self.since).days
-
-
 def _read(using: str, reader: Callable[[], Any]) -> tuple[Any, str]:
     """Run a history query; a missing table or a dead connection is an answer, not a crash."""
     try:
@@ -368,27 +349,19 @@ def _read(using: str, reader: Callable[[], Any]) -> tuple[Any, str]:
         return None, first_line(exc)
 
 
-def purge_status(
-    using: str, now: datetime, purgeable: int, *, warn_after: timedelta
-) -> PurgeStatus:
-    """Overdue when rows are purgeable and nothing succeeded within ``warn_after``."""
-    runs = PurgeRun.objects.using(using)
+def last_success(using: str) -> tuple[PurgeRun | None, str]:
+    """The latest real purge that succeeded (None: none recorded), and "" or why the
+    history cannot be read."""
 
-    def read() -> tuple[PurgeRun | None, PurgeRun | None]:
-        last = runs.filter(outcome=Outcome.OK, dry_run=False).order_by("-started_at").first()
-        first = None if last is not None else runs.order_by("started_at").first()
-        return last, first
+    def read() -> PurgeRun | None:
+        return (
+            PurgeRun.objects.using(using)
+            .filter(outcome=Outcome.OK, dry_run=False)
+            .order_by("-started_at", "-pk")
+            .first()
+        )
 
-    found, error = _read(using, read)
-    if found is None:
-        return PurgeStatus(False, error, None, False, None, purgeable, now)
-    last, first = found
-    if last is not None:
-        since: datetime | None = as_utc(last.finished_at or last.started_at)
-    else:
-        since = None if first is None else as_utc(first.started_at)
-    overdue = purgeable > 0 and since is not None and now - since > warn_after
-    return PurgeStatus(True, "", last, overdue, since, purgeable, now)
+    return _read(using, read)
 
 
 def shown_outcome(run: PurgeRun, running_timeout: timedelta | None) -> str:

@@ -20,7 +20,7 @@ from typing import NoReturn
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.utils.translation import gettext as _
 
-from .app_settings import get_settings
+from .app_settings import TokenopsSettings, get_settings
 from .checks import ensure_database, ensure_ready
 from .console import interrupt_behind
 from .counting import TokenCounts, UserTokens, count_tokens, top_users
@@ -29,9 +29,8 @@ from .dbtime import as_utc
 from .errors import PurgeSkipped, TokenopsError, cause_of, unreachable
 from .history import (
     PurgeRecorder,
-    PurgeStatus,
+    last_success,
     latest_real_run,
-    purge_status,
     recent_runs,
     running_purge,
     shown_outcome,
@@ -105,6 +104,27 @@ class ReportRequest:
     # The admin page also lists the last runs and charts active tokens by time left.
     recent_runs: int = 0
     by_time_left: bool = False
+
+
+@dataclass(frozen=True)
+class PurgeStatus:
+    """What the history says about the last successful purge, for reports and the admin."""
+
+    available: bool
+    error: str
+    last_success: PurgeRun | None
+    # The verdict of ``_upkeep``, the rule ``token_report --check`` applies: stale or never.
+    overdue: bool
+    # When the last success ended (None: none recorded), what the warning counts from.
+    since: datetime | None
+    purgeable: int
+    now: datetime
+    # PURGE_WARN_AFTER, which the warning names when no purge ever succeeded.
+    warn_after: timedelta
+
+    @property
+    def days_since(self) -> int | None:
+        return None if self.since is None else (self.now - self.since).days
 
 
 @dataclass(frozen=True)
@@ -414,12 +434,20 @@ def build_report(request: ReportRequest) -> Report:
     runs = (
         recent_runs(using, request.recent_runs, conf.running_timeout) if request.recent_runs else []
     )
-    history = purge_status(
-        using, cutoff.now, counts.outstanding.purgeable, warn_after=conf.purge_warn_after
-    )
     sweeps = sweep_status(using, conf, cutoff.now)
-    if history.overdue and _sweeps_keep_up(using, cutoff, sweeps, conf.purge_warn_after):
-        history = replace(history, overdue=False)
+    purgeable = counts.outstanding.purgeable
+    last, error = last_success(using)
+    if error:
+        history = PurgeStatus(
+            False, error, None, False, None, purgeable, cutoff.now, conf.purge_warn_after
+        )
+    else:
+        # The exact count answers "anything purgeable?": no probe unless it is needed.
+        verdict = _upkeep(using, cutoff, last, conf, purgeable=purgeable > 0, sweeps=sweeps)
+        since = None if last is None else _ended_at(last)
+        history = PurgeStatus(
+            True, "", last, verdict.overdue, since, purgeable, cutoff.now, conf.purge_warn_after
+        )
     return Report(
         database=using,
         cutoff=cutoff,
@@ -483,22 +511,85 @@ class Health:
     # The moment the verdict counts from: the last success or the failed run's start.
     since: datetime | None
     warn_after: timedelta
+    # Purgeable rows and no success within PURGE_WARN_AFTER (``_upkeep``: stale or never),
+    # whatever the latest run's outcome: a failed latest run is its own reason.
+    overdue: bool
 
     @property
     def attention(self) -> bool:
         return self.reason in ATTENTION_REASONS
 
+
+@dataclass(frozen=True)
+class Upkeep:
+    """Whether purges (or in-app sweeps) keep up: the one rule behind ``token_report``'s
+    warning, ``--check`` and the ``tokenops_purge_overdue`` metric."""
+
+    # HEALTHY_RECENT, HEALTHY_NOTHING, HEALTHY_YOUNG, HEALTHY_SWEPT, ATTENTION_STALE or
+    # ATTENTION_NEVER.
+    reason: str
+    # The last success's end, or the hour sweeps last removed rows (HEALTHY_SWEPT).
+    since: datetime | None
+
     @property
     def overdue(self) -> bool:
-        """Purgeable rows and no success within PURGE_WARN_AFTER (a failure aside)."""
         return self.reason in (ATTENTION_STALE, ATTENTION_NEVER)
+
+
+def _upkeep(
+    using: str,
+    cutoff: Cutoff,
+    last: PurgeRun | None,
+    conf: TokenopsSettings,
+    *,
+    purgeable: bool | None = None,
+    sweeps: SweepStatus | None = None,
+) -> Upkeep:
+    """Overdue: rows are purgeable and no real purge succeeded within PURGE_WARN_AFTER
+    (since ``last``); with none ever recorded, a purgeable token expired more than
+    PURGE_WARN_AFTER ago. Sweeps that keep up count as upkeep.
+
+    ``purgeable``: whether anything is purgeable, when the caller counted it (the report);
+    None asks the outstanding table (one EXISTS). ``sweeps``: their status, if read.
+    """
+    now = cutoff.now
+    warn_after = conf.purge_warn_after
+
+    def swept() -> SweepStatus:
+        return sweeps if sweeps is not None else sweep_status(using, conf, now)
+
+    if last is not None:
+        since = _ended_at(last)
+        if now - since <= warn_after:
+            return Upkeep(HEALTHY_RECENT, since)
+        if purgeable is None:
+            purgeable = any_purgeable_since(using, cutoff, _recorded_watermark(last))
+        if not purgeable:
+            return Upkeep(HEALTHY_NOTHING, since)
+        status = swept()
+        if _sweeps_keep_up(using, cutoff, status, warn_after):
+            return Upkeep(HEALTHY_SWEPT, status.last_swept)
+        return Upkeep(ATTENTION_STALE, since)
+    # Never purged: overdue once a purgeable token expired more than warn_after ago.
+    # (Whether younger ones are purgeable changes nothing: it would cost a second scan.)
+    if purgeable is not False and any_purgeable(using, cutoff, expired_before=now - warn_after):
+        return Upkeep(ATTENTION_NEVER, None)
+    status = swept()
+    if swept_within(status, now, warn_after):
+        return Upkeep(HEALTHY_SWEPT, status.last_swept)
+    return Upkeep(HEALTHY_YOUNG, None)
+
+
+def _ended_at(run: PurgeRun) -> datetime:
+    return as_utc(run.finished_at or run.started_at)
 
 
 def check_health(request: ReportRequest) -> Health:
     """Healthy or not, from the history and at most one query of each kind on the tokens.
 
     The history row of the latest real purge answers most checks; only when it does not
-    (no recent success) is the token table asked whether anything is purgeable.
+    (no recent success) is the token table asked whether anything is purgeable. After a
+    failed run, ``overdue`` is still told from the last success, as the report tells it.
     """
     conf = get_settings()
     using = request.database
@@ -510,31 +601,18 @@ def check_health(request: ReportRequest) -> Health:
     latest = latest_real_run(using, conf.running_timeout)
     outcome = "" if latest is None else shown_outcome(latest, conf.running_timeout)
 
-    def verdict(reason: str, since: datetime | None) -> Health:
-        return Health(using, reason, now, latest, outcome, since, warn_after)
-
     if latest is not None and outcome != PurgeRun.Outcome.OK:
-        return verdict(ATTENTION_FAILED, as_utc(latest.started_at))
-    if latest is not None:
-        since = as_utc(latest.finished_at or latest.started_at)
-        if now - since <= warn_after or not any_purgeable_since(
-            using, cutoff, _recorded_watermark(latest)
-        ):
-            return verdict(HEALTHY_RECENT if now - since <= warn_after else HEALTHY_NOTHING, since)
-        if conf.sweep_probability:
-            sweeps = sweep_status(using, conf, now)
-            if _sweeps_keep_up(using, cutoff, sweeps, warn_after):
-                return verdict(HEALTHY_SWEPT, sweeps.last_swept)
-        return verdict(ATTENTION_STALE, since)
-    # Never purged: overdue once a purgeable token expired more than warn_after ago.
-    # (Whether younger ones are purgeable changes nothing: it would cost a second scan.)
-    if any_purgeable(using, cutoff, expired_before=now - warn_after):
-        return verdict(ATTENTION_NEVER, None)
-    if conf.sweep_probability:
-        sweeps = sweep_status(using, conf, now)
-        if swept_within(sweeps, now, warn_after):
-            return verdict(HEALTHY_SWEPT, sweeps.last_swept)
-    return verdict(HEALTHY_YOUNG, None)
+        last, error = last_success(using)
+        if error:
+            raise TokenopsError(error)
+        overdue = _upkeep(using, cutoff, last, conf).overdue
+        since = as_utc(latest.started_at)
+        return Health(using, ATTENTION_FAILED, now, latest, outcome, since, warn_after, overdue)
+    # The latest real purge, when there is one, is the last success.
+    verdict = _upkeep(using, cutoff, latest, conf)
+    return Health(
+        using, verdict.reason, now, latest, outcome, verdict.since, warn_after, verdict.overdue
+    )
 
 
 def _recorded_watermark(run: PurgeRun) -> Watermark | None:

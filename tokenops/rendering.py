@@ -35,8 +35,7 @@ from .operations import (
 )
 
 if TYPE_CHECKING:
-    from .history import PurgeStatus
-    from .operations import Health, Metrics, PurgeResult, Report
+    from .operations import Health, Metrics, PurgeResult, PurgeStatus, Report
     from .sweeping import SweepStatus, SweepTotals
 
 TABLE_FORMAT = "simple"
@@ -277,19 +276,18 @@ def last_purge_line(
 
 def overdue_warning(status: PurgeStatus) -> str:
     """Why a missing purge matters: the scheduled job may have stopped without a word."""
-    values = {
-        "days": days(status.days_since),
-        "purgeable": purgeable_tokens(status.purgeable),
-    }
-    if status.last_success is None:
+    values = {"purgeable": purgeable_tokens(status.purgeable)}
+    if status.last_success is None or status.days_since is None:
+        values["warn_after"] = format_duration(status.warn_after)
         return (
             _(
-                # Translators: %(days)s is "20 days", %(purgeable)s "5 tokens are purgeable".
-                "Warning: no purge has succeeded since the purge history began %(days)s ago, "
-                "and %(purgeable)s. Is the scheduled purge running?"
+                # Translators: %(purgeable)s is "5 tokens are purgeable", %(warn_after)s "2w".
+                "Warning: no purge has ever succeeded, and %(purgeable)s (the oldest "
+                "expired more than %(warn_after)s ago). Is the scheduled purge running?"
             )
             % values
         )
+    values["days"] = days(status.days_since)
     return (
         _(
             # Translators: %(days)s is "20 days", %(purgeable)s "5 tokens are purgeable".
