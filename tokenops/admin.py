@@ -32,11 +32,11 @@ from django.urls import path, reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, pgettext
 
-from .app_settings import get_settings
+from .app_settings import DEFAULTS, get_settings
 from .chart import expiry_chart
 from .cutoff import LEEWAY, OLDER_THAN, Cutoff
 from .dbtime import as_utc, to_db
-from .durations import format_duration
+from .durations import format_duration, parse_duration
 from .errors import PurgeSkipped, TokenopsError, database_error, first_line
 from .history import running_purge, shown_outcome
 from .models import PurgeRun, TokenHygiene
@@ -49,6 +49,7 @@ from .operations import (
     outcome_shown,
     purge_runs,
     run_purge,
+    running_timeout,
 )
 from .rendering import (
     age_rows,
@@ -361,10 +362,7 @@ class TokenHygieneAdmin(ReadOnlyAdmin):
     def _running(self) -> dict[str, Any] | None:
         """The real purge running on the database now (any starter), with its progress."""
         thread = background_purge(self.using)
-        try:
-            timeout = get_settings().running_timeout
-        except TokenopsError:
-            timeout = timedelta(hours=1)
+        timeout = running_timeout() or parse_duration(DEFAULTS["RUNNING_TIMEOUT"])
         run = running_purge(self.using, timeout)
         if run is None:
             if thread is not None and thread.is_alive():
@@ -486,18 +484,12 @@ class TokenHygieneAdmin(ReadOnlyAdmin):
                 return "celery" if started.via == "celery" else "starting"
             del request.session[STARTED_KEY]
             return ""
-        outcome = shown_outcome(run, self._timeout())
+        outcome = shown_outcome(run, running_timeout())
         if outcome == PurgeRun.Outcome.RUNNING:
             return "running"
         del request.session[STARTED_KEY]
         self._outcome_message(request, run, outcome, started)
         return ""
-
-    def _timeout(self) -> timedelta | None:
-        try:
-            return get_settings().running_timeout
-        except TokenopsError:
-            return None
 
     def _started_run(self, request: HttpRequest, started: Started) -> PurgeRun | None:
         try:

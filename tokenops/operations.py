@@ -467,22 +467,23 @@ def _sweeps_keep_up(using: str, cutoff: Cutoff, sweeps: SweepStatus, warn_after:
     )
 
 
+def running_timeout() -> timedelta | None:
+    """TOKENOPS["RUNNING_TIMEOUT"], or None when TOKENOPS is invalid: a page that cannot
+    build its report still shows the history, with the outcomes as recorded."""
+    try:
+        return get_settings().running_timeout
+    except TokenopsError:
+        return None
+
+
 def purge_runs(database: str, limit: int) -> list[PurgeRun]:
     """The last runs with their real outcome, for a page whose report could not be built."""
-    try:
-        timeout: timedelta | None = get_settings().running_timeout
-    except TokenopsError:
-        timeout = None
-    return recent_runs(database, limit, timeout)
+    return recent_runs(database, limit, running_timeout())
 
 
 def outcome_shown(run: PurgeRun) -> str:
     """A run's real outcome (a silent "running" row was killed); raw if TOKENOPS is bad."""
-    try:
-        timeout: timedelta | None = get_settings().running_timeout
-    except TokenopsError:
-        timeout = None
-    return shown_outcome(run, timeout)
+    return shown_outcome(run, running_timeout())
 
 
 # What --check found; ATTENTION_REASONS need a person.
