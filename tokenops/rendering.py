@@ -263,12 +263,11 @@ def last_purge_line(
     return _(
         # Translators: %(outstanding)s is "10 outstanding tokens", %(blacklisted)s
         # "3 blacklisted tokens".
-        "Last successful purge: %(moment)s (%(trigger)s%(by)s), %(outstanding)s "
+        "Last successful purge: %(moment)s (%(trigger)s), %(outstanding)s "
         "and %(blacklisted)s deleted."
     ) % {
         "moment": when(as_utc(ended)) if moment is None else moment(ended),
         "trigger": trigger,
-        "by": "",
         "outstanding": outstanding_tokens(last.outstanding_deleted or 0),
         "blacklisted": blacklisted_tokens(last.blacklisted_deleted or 0),
     }

@@ -41,8 +41,10 @@ class Command(TokenopsCommand):
             type=positive_int,
             metavar="N",
             help=_(
-                "Rows per transaction (default: sized so each transaction takes about "
-                "TOKENOPS['BATCH_SECONDS']: 0.5 s, 0.25 s on MySQL/MariaDB)."
+                "Rows per transaction (default: TOKENOPS['BATCH_SIZE'], or, when that is "
+                "None, sized so each transaction takes about TOKENOPS['BATCH_SECONDS']: "
+                "0.5 s, 0.25 s on MySQL/MariaDB, and on SQLite 1.5 s while no other "
+                "connection writes)."
             ),
         )
         parser.add_argument(
