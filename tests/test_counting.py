@@ -134,6 +134,15 @@ def test_an_empty_database_counts_zero(now):
     assert counts == TokenCounts(outstanding=empty, blacklisted=empty)
 
 
+def test_nothing_purgeable_asks_both_tables():
+    none = TableCounts(1, 1, 0, 0, zeros())
+    some = TableCounts(1, 0, 1, 1, (1, 0, 0, 0))
+    assert TokenCounts(outstanding=none, blacklisted=none).nothing_purgeable
+    assert not TokenCounts(outstanding=some, blacklisted=none).nothing_purgeable
+    assert not TokenCounts(outstanding=none, blacklisted=some).nothing_purgeable
+    assert TokenCounts(outstanding=none, blacklisted=none, orphans=3).nothing_purgeable
+
+
 def test_counts_read_the_database_asked_for(now):
     make_tokens([now - 2 * DAY, now + 2 * DAY], blacklisted=[True, False], using="secondary")
     other = count_tokens("secondary", cutoff_at(now), by_time_left=True)

@@ -59,6 +59,11 @@ class TokenCounts:
     # token, and every purge deletes them.
     orphans: int = 0
 
+    @property
+    def nothing_purgeable(self) -> bool:
+        """What makes a purge complete: no row of either table is purgeable."""
+        return self.outstanding.purgeable == 0 and self.blacklisted.purgeable == 0
+
 
 @dataclass(frozen=True)
 class UserTokens:

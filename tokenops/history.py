@@ -221,7 +221,7 @@ class PurgeRecorder:
             return  # the database may be what failed
         row.outstanding_after = counted[0].outstanding.total
         row.blacklisted_after = counted[0].blacklisted.total
-        row.complete = counted[0].outstanding.purgeable == counted[0].blacklisted.purgeable == 0
+        row.complete = counted[0].nothing_purgeable
 
     def beat(self, deleted: Deleted) -> None:
         """Count a committed batch; refresh the heartbeat at most every HEARTBEAT_SECONDS."""

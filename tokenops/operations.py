@@ -86,7 +86,7 @@ class PurgeResult:
     @property
     def complete(self) -> bool:
         """Nothing purgeable is left: False after a run cut short (and a dry run's rows)."""
-        return self.remaining == Deleted()
+        return self.after.nothing_purgeable
 
     @property
     def stopped_early(self) -> bool:
@@ -297,7 +297,7 @@ def _purge(
                     stop_on=stop_on,
                 )
             after = count_tokens(using, cutoff)
-        complete = after.outstanding.purgeable == 0 and after.blacklisted.purgeable == 0
+        complete = after.nothing_purgeable
         recorder.finished(
             stats.deleted,
             after,
