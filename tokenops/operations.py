@@ -146,6 +146,12 @@ def _older_than(asked: timedelta | None, setting: timedelta) -> tuple[timedelta,
     return asked, FROM_OPTION
 
 
+def _report_cutoff(request: ReportRequest, conf: TokenopsSettings) -> Cutoff:
+    """The safe cutoff a report or a check counts with, taken now."""
+    older_than, source = _older_than(request.older_than, conf.older_than)
+    return safe_cutoff(older_than, older_than_source=source, sliding_tokens=conf.sliding_tokens)
+
+
 def run_purge(
     request: PurgeRequest,
     *,
@@ -427,8 +433,7 @@ def build_report(request: ReportRequest) -> Report:
     conf = get_settings()
     using = request.database
     ensure_ready(using)
-    older_than, source = _older_than(request.older_than, conf.older_than)
-    cutoff = safe_cutoff(older_than, older_than_source=source, sliding_tokens=conf.sliding_tokens)
+    cutoff = _report_cutoff(request, conf)
     counts = count_tokens(using, cutoff, by_time_left=request.by_time_left)
     top = conf.report_top if request.top is None else request.top
     runs = (
@@ -595,8 +600,7 @@ def check_health(request: ReportRequest) -> Health:
     conf = get_settings()
     using = request.database
     ensure_ready(using)
-    older_than, source = _older_than(request.older_than, conf.older_than)
-    cutoff = safe_cutoff(older_than, older_than_source=source, sliding_tokens=conf.sliding_tokens)
+    cutoff = _report_cutoff(request, conf)
     now = cutoff.now
     warn_after = conf.purge_warn_after
     latest = latest_real_run(using, conf.running_timeout)
