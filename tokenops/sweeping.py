@@ -496,11 +496,18 @@ def _fold(using: str, before: int) -> None:
     old.delete()
 
 
-def _totals(rows: Any) -> SweepTotals:
-    sums = rows.aggregate(
-        o=Sum("outstanding_deleted"), b=Sum("blacklisted_deleted"), s=Sum("sweeps")
-    )
-    return SweepTotals(sums["o"] or 0, sums["b"] or 0, sums["s"] or 0)
+def _sums(prefix: str = "", only: Q | None = None) -> dict[str, Sum]:
+    """The tally's three sums (of the rows ``only`` keeps), named with ``prefix``."""
+    return {
+        f"{prefix}o": Sum("outstanding_deleted", filter=only),
+        f"{prefix}b": Sum("blacklisted_deleted", filter=only),
+        f"{prefix}s": Sum("sweeps", filter=only),
+    }
+
+
+def _totals(sums: dict[str, Any], prefix: str = "") -> SweepTotals:
+    """``_sums`` as read back (None: no row)."""
+    return SweepTotals(*(sums[f"{prefix}{key}"] or 0 for key in "obs"))
 
 
 def sweep_totals(
@@ -510,7 +517,7 @@ def sweep_totals(
     rows = SweepTally.objects.using(using)
     if hours is not None:
         rows = rows.filter(hour__gt=hour_of(now or datetime.now(UTC)) - hours)
-    return _totals(rows)
+    return _totals(rows.aggregate(**_sums()))
 
 
 def sweep_status(using: str, conf: TokenopsSettings, now: datetime) -> SweepStatus:
@@ -524,23 +531,23 @@ def sweep_status(using: str, conf: TokenopsSettings, now: datetime) -> SweepStat
     try:
         with transaction.atomic(using=using):
             sums = SweepTally.objects.using(using).aggregate(
-                o=Sum("outstanding_deleted"),
-                b=Sum("blacklisted_deleted"),
-                s=Sum("sweeps"),
-                day_o=Sum("outstanding_deleted", filter=day),
-                day_b=Sum("blacklisted_deleted", filter=day),
-                day_s=Sum("sweeps", filter=day),
+                **_sums(),
+                **_sums("day_", day),
                 last=Max("hour", filter=Q(hour__gt=FOLDED_HOUR)),
             )
     except Exception as exc:
         return SweepStatus(
             conf.sweep_probability, conf.sweep_max_rows, None, None, None, first_line(exc)
         )
-    total = SweepTotals(sums["o"] or 0, sums["b"] or 0, sums["s"] or 0)
-    last_24h = SweepTotals(sums["day_o"] or 0, sums["day_b"] or 0, sums["day_s"] or 0)
     last = sums["last"]
     last_swept = None if last is None else datetime.fromtimestamp(last * 3600, UTC)
-    return SweepStatus(conf.sweep_probability, conf.sweep_max_rows, last_24h, total, last_swept)
+    return SweepStatus(
+        conf.sweep_probability,
+        conf.sweep_max_rows,
+        _totals(sums, "day_"),
+        _totals(sums),
+        last_swept,
+    )
 
 
 def swept_within(status: SweepStatus, now: datetime, within: timedelta) -> bool:
