@@ -10,26 +10,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from tests.utils import make_tokens, run_command, utcnow
+from tests.utils import make_tokens, recorded_run, run_command, utcnow
 from tokenops.dbtime import to_db
 from tokenops.models import PurgeRun
 from tokenops.operations import ReportRequest, check_health
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def history(outcome: str, *, ago: timedelta, error: str = "", **fields) -> PurgeRun:
-    started = to_db(utcnow() - ago)
-    return PurgeRun.objects.create(
-        started_at=started,
-        heartbeat_at=started + timedelta(seconds=3),
-        finished_at=started + timedelta(seconds=3),
-        trigger="command",
-        database="default",
-        outcome=outcome,
-        error=error,
-        **fields,
-    )
 
 
 def check(*args: str):
@@ -51,7 +37,7 @@ def test_healthy_when_nothing_is_purgeable():
     result = check()
     assert result.code == 0
     assert result.out.startswith("OK: no purge recorded on database 'default' yet")
-    history("ok", ago=timedelta(days=20))
+    recorded_run("ok", ago=timedelta(days=20))
     result = check()
     assert (result.code, result.out) == (0, "OK: nothing is purgeable on database 'default'.\n")
 
@@ -75,33 +61,33 @@ def test_never_purged_counts_from_the_oldest_purgeable_expiry():
 
 
 def test_a_stale_last_success_needs_attention_only_while_tokens_are_purgeable():
-    history("ok", ago=timedelta(days=20))
+    recorded_run("ok", ago=timedelta(days=20))
     assert check().code == 0  # nothing purgeable: nothing overdue
     make_tokens([utcnow() - timedelta(days=1)], user=None)
     result = check()
     assert result.code == 4
     assert result.out.startswith("ATTENTION: no purge has succeeded on database 'default' since ")
     # A dry run or a skipped run is no success.
-    history("ok", ago=timedelta(hours=1), dry_run=True)
-    history("skipped", ago=timedelta(minutes=5))
+    recorded_run("ok", ago=timedelta(hours=1), dry_run=True)
+    recorded_run("skipped", ago=timedelta(minutes=5))
     assert check().code == 4
     assert check("--older-than", "2d").code == 0  # with a wider margin nothing is purgeable
 
 
 def test_the_latest_real_purge_failed_or_was_interrupted(settings):
-    history("ok", ago=timedelta(days=2))
-    history("failed", ago=timedelta(days=1), error="Database error on 'default': boom")
+    recorded_run("ok", ago=timedelta(days=2))
+    recorded_run("failed", ago=timedelta(days=1), error="Database error on 'default': boom")
     result = check()
     assert result.code == 4
     assert result.out.startswith("ATTENTION: the latest purge on database 'default', started at ")
     assert result.out.endswith(", failed: Database error on 'default': boom\n")
-    history("interrupted", ago=timedelta(hours=1), error="Stopped by SIGTERM.")
+    recorded_run("interrupted", ago=timedelta(hours=1), error="Stopped by SIGTERM.")
     assert "interrupted: Stopped by SIGTERM." in check().out
     # A "running" row silent past RUNNING_TIMEOUT was killed: interrupted too.
-    history("ok", ago=timedelta(minutes=30))
+    recorded_run("ok", ago=timedelta(minutes=30))
     assert check().code == 0
     settings.TOKENOPS = {"RUNNING_TIMEOUT": "10m"}
-    history("running", ago=timedelta(minutes=20))
+    recorded_run("running", ago=timedelta(minutes=20))
     PurgeRun.objects.filter(outcome="running").update(finished_at=None)
     assert check().code == 4
 
@@ -136,7 +122,7 @@ def test_an_error_is_exit_1_with_one_line_on_stderr(settings):
 
 def test_a_recent_success_reads_no_token_table():
     make_tokens([utcnow() - timedelta(days=1)] * 3, user=None)
-    history("ok", ago=timedelta(hours=1))
+    recorded_run("ok", ago=timedelta(hours=1))
     with CaptureQueriesContext(connection) as queries:
         health = check_health(ReportRequest("default"))
     assert health.reason == "recent"
@@ -261,7 +247,7 @@ def test_metrics_parse_and_equal_the_json_counts():
 
 def test_metrics_without_history_and_with_a_database_label():
     make_tokens([utcnow() - timedelta(days=20)], user=None)
-    history("running", ago=timedelta(seconds=5))
+    recorded_run("running", ago=timedelta(seconds=5))
     PurgeRun.objects.update(finished_at=None)
     samples = metrics("--database", "default")
     assert ("tokenops_last_success_timestamp_seconds", (("database", "default"),)) not in samples
