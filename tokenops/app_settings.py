@@ -31,7 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "REPORT_TOP": 10,
     # Purge history rows older than this are deleted by the next purge; None keeps them all.
     "HISTORY_KEEP": "365d",
-    # token_report warns when no purge has succeeded for this long while rows are purgeable.
+    # A purge is overdue (token_report warns, --check exits 4) when none has succeeded for
+    # this long while rows are purgeable; never purged: once a purgeable token expired
+    # this long ago.
     "PURGE_WARN_AFTER": "14d",
     # A run still "running" with no sign of life for this long was killed: interrupted.
     "RUNNING_TIMEOUT": "1h",
