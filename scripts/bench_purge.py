@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -411,7 +412,7 @@ class MariaDB(Backend):
             conn.close()
 
 
-def wait_until(done: Any, timeout: float = 600.0) -> None:
+def wait_until(done: Callable[[], bool], timeout: float = 600.0) -> None:
     """Poll ``done()`` each second until it is true or ``timeout`` has passed."""
     deadline = time.monotonic() + timeout
     while not done() and time.monotonic() < deadline:
